@@ -1,0 +1,1 @@
+"""stage2: keeps a trading model ensemble current as markets move."""

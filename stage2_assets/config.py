@@ -1,0 +1,289 @@
+"""The validated settings: one model, loaded once from ``config/adaptation.yaml``.
+
+``STAGE2_CONFIG`` names another file. Relative paths in the file are relative to the file itself.
+A wrong key or value stops with a message naming it. Secrets (SMTP password, webhook URL) are
+never read from the file: the file names the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from stage2_assets.errors import ConfigError
+from stage2_assets.names import validate_symbol
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "adaptation.yaml"
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([dwmy])\s*$")
+_DURATION_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
+
+
+def _parse_duration_days(value: object) -> int:
+    """Accept ``7d``, ``4w``, ``6m``, ``2y`` (calendar days, weeks, months, years) or an int of days."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '7d', '4w' or '2y'")
+    if isinstance(value, int):
+        days = value
+    else:
+        match = _DURATION.match(str(value).lower())
+        if not match:
+            raise ValueError(f"{value!r} is not a duration such as '7d', '4w', '6m' or '2y'")
+        days = int(match.group(1)) * _DURATION_DAYS[match.group(2)]
+    if days <= 0:
+        raise ValueError("a duration must be positive")
+    return days
+
+
+DurationDays = Annotated[int, BeforeValidator(_parse_duration_days)]
+
+
+def _validate_cron(value: str) -> str:
+    from dagster._utils.schedules import is_valid_cron_string
+
+    if not is_valid_cron_string(value):
+        raise ValueError(f"{value!r} is not a valid cron string (five fields, e.g. '0 2 * * 0')")
+    return value
+
+
+Cron = Annotated[str, BeforeValidator(_validate_cron)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Regime(_Section):
+    start: dt.date = Field(description="First session of this regime.")
+    drift: float = Field(description="Mean daily log return.")
+    volatility: float = Field(gt=0, description="Daily volatility of log returns.")
+    autocorrelation: float = Field(
+        ge=-0.95, le=0.95, description="Lag-1 autocorrelation of daily returns (the learnable signal)."
+    )
+
+
+class SimulatedMarket(_Section):
+    seed: int = Field(7, description="Seed of the market; the same seed gives the same bars.")
+    num_symbols: int = Field(40, ge=1, le=10_000, description="Number of simulated symbols.")
+    start_date: dt.date = Field(dt.date(2019, 1, 2), description="First simulated session.")
+    regimes: list[Regime] = Field(
+        default_factory=lambda: [
+            Regime(start=dt.date(2019, 1, 2), drift=0.0004, volatility=0.012, autocorrelation=0.3),
+            Regime(start=dt.date(2022, 1, 3), drift=-0.0002, volatility=0.02, autocorrelation=-0.3),
+            Regime(start=dt.date(2024, 7, 1), drift=0.0003, volatility=0.014, autocorrelation=0.3),
+        ],
+        description="Regimes in force from their start date: drift, volatility, autocorrelation.",
+    )
+    warts: list[Literal["duplicate_day", "zero_price", "nan_close", "split", "gap", "bad_high"]] = Field(
+        default_factory=list,
+        description="Planted data faults, one symbol each, for tests and drills.",
+    )
+
+    @field_validator("regimes")
+    @classmethod
+    def _regimes_in_order(cls, regimes: list[Regime]) -> list[Regime]:
+        if not regimes:
+            raise ValueError("at least one regime is needed")
+        starts = [r.start for r in regimes]
+        if starts != sorted(starts) or len(set(starts)) != len(starts):
+            raise ValueError("regime start dates must be strictly increasing")
+        return regimes
+
+
+class DataSource(_Section):
+    kind: Literal["yfinance", "csv", "simulated"] = Field(
+        "simulated", description="Where bars come from: yfinance (live), csv (a folder), simulated."
+    )
+    path: Path | None = Field(None, description="Folder of SYMBOL.csv files (kind: csv).")
+    symbols: Literal["auto"] | list[str] = Field(
+        "auto",
+        description="Symbols to keep current, or 'auto': every file in the csv folder, the default "
+        "yfinance universe in config/universe.txt, or every simulated symbol.",
+    )
+    universe_file: Path = Field(
+        Path("universe.txt"), description="Default yfinance universe, one symbol per line."
+    )
+    simulated: SimulatedMarket = Field(default_factory=SimulatedMarket)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_are_tickers(cls, symbols: Literal["auto"] | list[str]) -> Literal["auto"] | list[str]:
+        if symbols == "auto":
+            return symbols
+        if not symbols:
+            raise ValueError("give at least one symbol, or 'auto'")
+        cleaned = [validate_symbol(s) for s in symbols]
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError("symbols are listed twice")
+        return cleaned
+
+    @model_validator(mode="after")
+    def _csv_needs_path(self) -> DataSource:
+        if self.kind == "csv" and self.path is None:
+            raise ValueError("data_source.path is required when data_source.kind is 'csv'")
+        return self
+
+
+class Storage(_Section):
+    warehouse: Path = Field(Path("../data/stage2.duckdb"), description="DuckDB warehouse file.")
+    models: Path = Field(Path("../models"), description="Model store folder.")
+
+
+class QualityRules(_Section):
+    max_failed_symbol_share: float = Field(
+        0.2, ge=0, le=1, description="Share of checked symbols that may fail before the gate blocks."
+    )
+    max_abs_daily_move: float = Field(
+        0.4, gt=0, description="One-day |close/previous close - 1| above this is flagged (splits)."
+    )
+    max_missing_sessions: int = Field(
+        5, ge=0, description="Missing NYSE sessions between two bars above this are flagged."
+    )
+
+
+class DataRefresh(_Section):
+    schedule: Cron = Field("0 0 * * 0", description="Cron of the weekly refresh (Sunday 00:00).")
+    timezone: str = Field("America/New_York", description="Timezone of every schedule.")
+    history_start: dt.date = Field(
+        dt.date(2015, 1, 1), description="First date fetched for a symbol the store has never seen."
+    )
+    overlap_days: int = Field(
+        5, ge=0, le=60, description="Calendar days re-fetched before the last stored bar, to catch revisions."
+    )
+    provider_timeout_seconds: float = Field(
+        60, gt=0, description="Hard limit on one provider call; a hung call counts as a failure."
+    )
+    max_retries: int = Field(3, ge=0, le=10, description="Retries of a transient provider failure.")
+    retry_backoff_seconds: float = Field(2.0, ge=0, description="First back-off; it doubles each retry.")
+    batch_size: int = Field(50, ge=1, description="Symbols per provider request.")
+    quality: QualityRules = Field(default_factory=QualityRules)
+
+
+class Retraining(_Section):
+    schedule: Cron = Field("0 2 * * 0", description="Cron of the weekly retraining (Sunday 02:00).")
+    data_window: DurationDays = Field(730, description="Rolling training window ending at the cut-off.")
+    validation_split: float = Field(0.2, gt=0, lt=0.9, description="Last share of the window, in time.")
+    label_horizon_days: int = Field(1, ge=1, le=20, description="Label: direction from t to t+h sessions.")
+    num_models: int = Field(5, ge=1, le=50, description="Ensemble members, each with its own seed.")
+    max_epochs: int = Field(20, ge=1, description="Epoch limit per training.")
+    batch_size: int = Field(128, ge=8, description="Rows per optimisation step.")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    hidden_units: int = Field(64, ge=1, description="Width of each member's two hidden layers.")
+    early_stopping_patience: int = Field(3, ge=1, description="Epochs without val/loss gain before stop.")
+    min_train_rows: int = Field(500, ge=10, description="Fewer training rows than this refuses to train.")
+    seed: int = Field(0, description="Base seed; member k uses seed + k.")
+    keep_versions: int = Field(10, ge=1, description="Versions kept besides every one production used.")
+
+
+class ABTesting(_Section):
+    schedule: Cron = Field("0 4 * * 0", description="Cron of the weekly comparison and pointer decision.")
+    shadow_mode_duration: DurationDays = Field(7, description="Shadow period after the cut-off.")
+    significance_level: float = Field(0.05, gt=0, lt=0.5, description="Alpha of the promotion tests.")
+    min_improvement: float = Field(0.01, ge=0, description="Least accuracy gain that promotes.")
+    min_samples: int = Field(100, ge=10, description="Fewer paired rows than this: insufficient data.")
+    bootstrap_samples: int = Field(2000, ge=100, description="Resamples for confidence intervals.")
+
+
+class Monitoring(_Section):
+    predictions_schedule: Cron = Field(
+        "30 17 * * 1-5", description="Cron of daily predictions and outcomes, after the close."
+    )
+    performance_window: DurationDays = Field(30, description="Rolling window of model_performance.")
+    degradation_threshold: float = Field(0.05, gt=0, lt=1, description="Accuracy drop that degrades.")
+    transaction_cost_bps: float = Field(5.0, ge=0, description="Cost per unit turnover, basis points.")
+    sensors_enabled: bool = Field(True, description="Start every sensor switched on.")
+
+
+class Alerts(_Section):
+    jsonl_path: Path | None = Field(Path("../data/alerts.jsonl"), description="JSONL alert file.")
+    webhook_url_env: str | None = Field(
+        "STAGE2_WEBHOOK_URL", description="Environment variable holding a Slack-compatible webhook URL."
+    )
+    smtp_host: str | None = Field(None, description="SMTP server; email is off when empty.")
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_starttls: bool = Field(True)
+    smtp_from: str = Field("stage2@localhost")
+    smtp_to: list[str] = Field(default_factory=list)
+    smtp_user_env: str = Field("STAGE2_SMTP_USER")
+    smtp_password_env: str = Field("STAGE2_SMTP_PASSWORD")
+
+
+class Settings(_Section):
+    data_source: DataSource = Field(default_factory=DataSource)
+    storage: Storage = Field(default_factory=Storage)
+    data_refresh: DataRefresh = Field(default_factory=DataRefresh)
+    retraining: Retraining = Field(default_factory=Retraining)
+    ab_testing: ABTesting = Field(default_factory=ABTesting)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    alerts: Alerts = Field(default_factory=Alerts)
+    first_partition: dt.date = Field(
+        dt.date(2015, 1, 4), description="Sunday that starts the first weekly partition."
+    )
+    config_path: Path | None = Field(None, exclude=True)
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the file, made absolute relative to the file's folder."""
+        if path.is_absolute():
+            return path
+        base = self.config_path.parent if self.config_path else Path.cwd()
+        return (base / path).resolve()
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.resolve(self.storage.warehouse)
+
+    @property
+    def models_path(self) -> Path:
+        return self.resolve(self.storage.models)
+
+    @property
+    def csv_path(self) -> Path | None:
+        return self.resolve(self.data_source.path) if self.data_source.path else None
+
+
+def _describe(error: ValidationError, source: Path) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = "unknown key (check its spelling)" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"  - {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read and validate a config file (``STAGE2_CONFIG``, else ``config/adaptation.yaml``)."""
+    chosen = Path(path or os.environ.get("STAGE2_CONFIG") or DEFAULT_CONFIG).expanduser().resolve()
+    if not chosen.is_file():
+        raise ConfigError(f"config file {chosen} does not exist (set STAGE2_CONFIG to another file)")
+    try:
+        raw = yaml.safe_load(chosen.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {chosen} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {chosen} must hold a mapping of sections at the top level")
+    try:
+        return Settings.model_validate({**raw, "config_path": chosen})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, chosen)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, loaded once."""
+    return load_settings()

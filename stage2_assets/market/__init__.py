@@ -1,0 +1,1 @@
+"""Market data as plain pandas: bar schema, trading calendar, simulator. No Dagster imports."""

@@ -1,0 +1,110 @@
+"""The daily-bar schema and the normalization every source's frames go through.
+
+Normalization runs once over all symbols of a fetch (vectorized), yet a fault in one symbol's
+frame (a missing column, a non-numeric price, a bad date) is reported for that symbol alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import pandas as pd
+
+PRICE_COLUMNS = ["open", "high", "low", "close"]
+BAR_COLUMNS = ["date", *PRICE_COLUMNS, "volume"]
+STORED_COLUMNS = ["symbol", *BAR_COLUMNS, "source"]
+
+_ALIASES = {"adj close": "adj_close", "datetime": "date", "timestamp": "date", "index": "date"}
+
+
+def _shape(frame: pd.DataFrame | None, symbol: str) -> pd.DataFrame | str:
+    """The frame with our column names, or the reason it cannot have them."""
+    if frame is None or frame.empty:
+        return f"{symbol}: the source returned no rows"
+    columns = {_ALIASES.get(str(c).strip().lower(), str(c).strip().lower()) for c in frame.columns}
+    data = frame if "date" in columns else frame.reset_index()
+    data = data.set_axis(
+        [_ALIASES.get(str(c).strip().lower(), str(c).strip().lower()) for c in data.columns], axis=1
+    )
+    missing = [c for c in BAR_COLUMNS if c not in data.columns]
+    if missing:
+        return f"{symbol}: missing column(s) {', '.join(missing)}; expected {','.join(BAR_COLUMNS)}"
+    if data.columns.duplicated().any():
+        return f"{symbol}: duplicate column names {sorted(set(data.columns[data.columns.duplicated()]))}"
+    return data[BAR_COLUMNS]
+
+
+def normalize_frames(
+    frames: Mapping[str, pd.DataFrame],
+    source: str,
+    starts: Mapping[str, dt.date] | None = None,
+    end: dt.date | None = None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """Bring each symbol's frame to the stored schema, clipped to [start, end].
+
+    Returns (bars by symbol, error by symbol). Rows whose every value is missing are dropped
+    (providers pad calendars that way); partial NaNs and duplicate dates are kept, so the quality
+    suite sees and reports them.
+    """
+    errors: dict[str, str] = {}
+    shaped = {}
+    for symbol, frame in frames.items():
+        result = _shape(frame, symbol)
+        if isinstance(result, str):
+            errors[symbol] = result
+        else:
+            shaped[symbol] = result
+    if not shaped:
+        return {}, errors
+    data = pd.concat(shaped, names=["symbol", "_row"]).reset_index(level=0).reset_index(drop=True)
+    raw_dates = data["date"]
+    dates = pd.to_datetime(raw_dates, errors="coerce", format="ISO8601")
+    if dates.isna().any():
+        retry = pd.to_datetime(raw_dates[dates.isna()], errors="coerce", format="mixed")
+        dates = dates.fillna(retry)
+    if getattr(dates.dt, "tz", None) is not None:
+        dates = dates.dt.tz_localize(None)
+    bad = dates.isna()
+    _record(errors, data, bad, lambda v: f"date {v!r} is not a date", "date")
+    data["date"] = dates.dt.normalize().astype("datetime64[ns]")
+    for column in [*PRICE_COLUMNS, "volume"]:
+        values = pd.to_numeric(data[column], errors="coerce")
+        not_numeric = values.isna() & data[column].notna()
+        _record(errors, data, not_numeric, lambda v, c=column: f"column {c} holds a non-numeric value {v!r}", column)
+        data[column] = values.astype("float64")
+    data = data[~data["symbol"].isin(errors)]
+    data = data.dropna(how="all", subset=[*PRICE_COLUMNS, "volume"])
+    if starts is not None:
+        floor = data["symbol"].map({s: pd.Timestamp(d) for s, d in starts.items()})
+        data = data[data["date"] >= floor]
+    if end is not None:
+        data = data[data["date"] <= pd.Timestamp(end)]
+    data = data.assign(source=source)[STORED_COLUMNS]
+    bars = {
+        str(symbol): group.sort_values("date", kind="stable").reset_index(drop=True)
+        for symbol, group in data.groupby("symbol", sort=False)
+    }
+    for symbol in shaped:
+        if symbol not in errors and symbol not in bars:
+            bars[symbol] = data.iloc[0:0].reset_index(drop=True)
+    return bars, errors
+
+
+def _record(errors: dict[str, str], data: pd.DataFrame, mask: pd.Series, describe, column: str) -> None:
+    if not mask.any():
+        return
+    for symbol, first in data.loc[mask].groupby("symbol", sort=False).head(1).set_index("symbol")[column].items():
+        errors.setdefault(str(symbol), f"{symbol}: {describe(first)}")
+
+
+def normalize_bars(frame: pd.DataFrame, symbol: str, source: str) -> pd.DataFrame:
+    """One symbol's frame in the stored schema; raises DataSourceError naming the fault."""
+    from stage2_assets.errors import DataSourceError
+
+    bars, errors = normalize_frames({symbol: frame}, source)
+    if symbol in errors:
+        raise DataSourceError(errors[symbol])
+    if bars[symbol].empty:
+        raise DataSourceError(f"{symbol}: the source returned only empty rows")
+    return bars[symbol]

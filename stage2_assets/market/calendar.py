@@ -1,0 +1,34 @@
+"""The NYSE trading calendar, from the maintained ``exchange_calendars`` package."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+
+import pandas as pd
+
+
+@lru_cache(maxsize=1)
+def _nyse():
+    import exchange_calendars as xc
+
+    today = dt.date.today()
+    return xc.get_calendar("XNYS", start="2000-01-03", end=f"{today.year + 1}-12-31")
+
+
+def nyse_sessions(start: dt.date | str, end: dt.date | str) -> pd.DatetimeIndex:
+    """NYSE sessions from start to end, both included, as naive midnight timestamps."""
+    start_ts, end_ts = pd.Timestamp(start), pd.Timestamp(end)
+    if end_ts < start_ts:
+        return pd.DatetimeIndex([])
+    sessions = _nyse().sessions_in_range(start_ts, end_ts)
+    return pd.DatetimeIndex(sessions).tz_localize(None)
+
+
+def sessions_between(earlier: pd.Series, later: pd.Series) -> pd.Series:
+    """Count of NYSE sessions strictly between each pair of dates (0 when they are adjacent)."""
+    all_sessions = nyse_sessions("2000-01-03", dt.date.today())
+    values = all_sessions.values
+    lo = values.searchsorted(pd.to_datetime(earlier).values, side="right")
+    hi = values.searchsorted(pd.to_datetime(later).values, side="left")
+    return pd.Series((hi - lo).clip(min=0), index=later.index)

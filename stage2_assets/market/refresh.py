@@ -1,0 +1,190 @@
+"""Incremental refresh of the raw bar store: what to ask for, and how to store what came back.
+
+Only bars that are new or revised are written: a refresh that brings nothing new writes nothing
+but its log. Revisions are detected by comparing every field with the stored bar (a provider
+correcting last week's close is normal life). The whole write is one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+
+import duckdb
+import pandas as pd
+
+from stage2_assets.errors import SourceMismatchError
+from stage2_assets.market.bars import STORED_COLUMNS
+from stage2_assets.resources.market_data import FetchResult
+
+_VALUES = ["open", "high", "low", "close", "volume"]
+_SAME_VALUES = " AND ".join(f"i.{c} IS NOT DISTINCT FROM s.{c}" for c in _VALUES)
+
+
+def stored_source(conn: duckdb.DuckDBPyConnection) -> str | None:
+    row = conn.execute("SELECT value FROM store_info WHERE key = 'source'").fetchone()
+    return row[0] if row else None
+
+
+def ensure_same_source(conn: duckdb.DuckDBPyConnection, kind: str, warehouse: str) -> None:
+    """Refuse to mix sources in one store, before anything is fetched or written."""
+    current = stored_source(conn)
+    if current is not None and current != kind:
+        raise SourceMismatchError(
+            f"warehouse {warehouse} holds bars from source '{current}', and the config now says "
+            f"'{kind}': stores never mix sources. Point storage.warehouse at another file, or set "
+            f"data_source.kind back to '{current}'."
+        )
+
+
+def plan_starts(
+    conn: duckdb.DuckDBPyConnection,
+    symbols: Iterable[str],
+    history_start: dt.date,
+    overlap_days: int,
+    as_of: dt.date,
+) -> dict[str, dt.date]:
+    """First date to fetch per symbol: after the last stored bar less the overlap, or history_start.
+
+    Bars after ``as_of`` already in the store (a replay of an earlier week) are never re-asked for.
+    """
+    last = dict(
+        conn.execute(
+            "SELECT symbol, max(date) FROM raw_bars WHERE date <= ? GROUP BY symbol", [as_of]
+        ).fetchall()
+    )
+    starts = {}
+    for symbol in symbols:
+        stored_last = last.get(symbol)
+        if stored_last is None:
+            starts[symbol] = history_start
+        else:
+            starts[symbol] = max(history_start, stored_last - dt.timedelta(days=overlap_days))
+    return starts
+
+
+def store_fetched(
+    conn: duckdb.DuckDBPyConnection,
+    fetched: FetchResult,
+    starts: dict[str, dt.date],
+    source: str,
+    run_id: str,
+    as_of: dt.date,
+) -> pd.DataFrame:
+    """Write new and revised bars and the refresh log in one transaction; return the log rows."""
+    frames = [f for f in fetched.bars.values() if not f.empty]
+    incoming = pd.concat(frames, ignore_index=True)[STORED_COLUMNS] if frames else None
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        stats = _write_changes(conn, incoming, run_id, now) if incoming is not None else pd.DataFrame()
+        log = _log_rows(fetched, starts, stats, run_id, as_of, now)
+        conn.register("refresh_log_rows", log)
+        conn.execute("INSERT INTO refresh_log SELECT * FROM refresh_log_rows")
+        conn.unregister("refresh_log_rows")
+        if incoming is not None:
+            conn.execute(
+                "INSERT INTO store_info VALUES ('source', ?) ON CONFLICT (key) DO NOTHING", [source]
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return log
+
+
+def _write_changes(conn: duckdb.DuckDBPyConnection, incoming: pd.DataFrame, run_id: str, now) -> pd.DataFrame:
+    incoming = incoming.assign(date=incoming["date"].dt.date)
+    conn.register("incoming", incoming)
+    # Rows that match no stored bar exactly are changes; their (symbol, date) keys are replaced.
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE changed_keys AS
+        SELECT DISTINCT i.symbol, i.date,
+               EXISTS (SELECT 1 FROM raw_bars r WHERE r.symbol = i.symbol AND r.date = i.date) AS revised
+        FROM incoming i
+        WHERE NOT EXISTS (
+            SELECT 1 FROM raw_bars s WHERE s.symbol = i.symbol AND s.date = i.date AND {_SAME_VALUES}
+        )
+        """
+    )
+    stats = conn.execute(
+        """
+        SELECT i.symbol,
+               count(*) AS fetched,
+               count(*) FILTER (WHERE k.symbol IS NOT NULL AND NOT k.revised) AS new,
+               count(DISTINCT k.date) FILTER (WHERE k.revised) AS revised,
+               min(i.date) AS first_date, max(i.date) AS last_date
+        FROM incoming i LEFT JOIN changed_keys k ON k.symbol = i.symbol AND k.date = i.date
+        GROUP BY i.symbol
+        """
+    ).df()
+    conn.execute(
+        "DELETE FROM raw_bars r USING changed_keys k WHERE r.symbol = k.symbol AND r.date = k.date"
+    )
+    conn.execute(
+        """
+        INSERT INTO raw_bars
+        SELECT i.symbol, i.date, i.open, i.high, i.low, i.close, i.volume, i.source, ?, ?
+        FROM incoming i JOIN changed_keys k ON k.symbol = i.symbol AND k.date = i.date
+        """,
+        [run_id, now],
+    )
+    conn.execute("DROP TABLE changed_keys")
+    conn.unregister("incoming")
+    return stats
+
+
+def _log_rows(
+    fetched: FetchResult,
+    starts: dict[str, dt.date],
+    stats: pd.DataFrame,
+    run_id: str,
+    as_of: dt.date,
+    now,
+) -> pd.DataFrame:
+    by_symbol = stats.set_index("symbol").to_dict("index") if not stats.empty else {}
+    rows = []
+    for symbol, start in starts.items():
+        s = by_symbol.get(symbol, {})
+        rows.append(
+            {
+                "run_id": run_id,
+                "symbol": symbol,
+                "as_of": as_of,
+                "requested_start": start,
+                "fetched": int(s.get("fetched", 0)),
+                "new": int(s.get("new", 0)),
+                "revised": int(s.get("revised", 0)),
+                "first_date": s.get("first_date"),
+                "last_date": s.get("last_date"),
+                "error": fetched.errors.get(symbol),
+                "duration_s": float(fetched.seconds.get(symbol, 0.0)),
+                "logged_at": now,
+            }
+        )
+    log = pd.DataFrame(rows)
+    for column in ("as_of", "requested_start", "first_date", "last_date"):
+        log[column] = pd.to_datetime(log[column]).dt.date
+    return log
+
+
+def summarize_log(log: pd.DataFrame) -> dict:
+    """The ``last_refresh`` block of ``stage2 status --json``."""
+    if log.empty:
+        return {"fetched": 0, "new": 0, "revised": 0, "failed_symbols": []}
+    failed = sorted(log.loc[log["error"].notna(), "symbol"].tolist())
+    return {
+        "fetched": int(log["fetched"].sum()),
+        "new": int(log["new"].sum()),
+        "revised": int(log["revised"].sum()),
+        "failed_symbols": failed,
+        "errors": {row.symbol: row.error for row in log.itertuples() if row.error},
+        "run_id": str(log["run_id"].iloc[0]),
+        "as_of": str(log["as_of"].iloc[0]),
+    }
+
+
+def dumps_reasons(reasons: list[str]) -> str:
+    return json.dumps(reasons)

@@ -1,0 +1,149 @@
+"""A seeded market simulator with regime changes, for offline runs and planted-effect tests.
+
+Each symbol's daily log return follows an AR(1) process whose drift, volatility and lag-1
+autocorrelation switch at the regime dates; the autocorrelation is the signal a model can learn,
+and its sign flips between regimes so a model fitted to one regime decays in the next.
+
+Bars are a pure function of (seed, symbol index, session): the bars up to a date never depend on
+how far the simulation runs, so answering "as of" any date is consistent with every later answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from stage2_assets.market.bars import STORED_COLUMNS
+from stage2_assets.market.calendar import nyse_sessions
+
+WART_KINDS = ("duplicate_day", "zero_price", "nan_close", "split", "gap", "bad_high")
+# Planted faults sit this many sessions after the start, so every as-of past it shows them.
+WART_SESSION = 150
+_DRAWS_PER_SESSION = 5
+
+
+@dataclass(frozen=True)
+class RegimeSpec:
+    start: dt.date
+    drift: float
+    volatility: float
+    autocorrelation: float
+
+
+@dataclass(frozen=True)
+class MarketSpec:
+    seed: int
+    num_symbols: int
+    start_date: dt.date
+    regimes: Sequence[RegimeSpec]
+    warts: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def symbols(self) -> list[str]:
+        return simulated_symbols(self.num_symbols)
+
+    def wart_symbols(self) -> dict[str, str]:
+        """Which symbol carries which planted fault (one symbol per fault, in order)."""
+        return {kind: self.symbols[i % self.num_symbols] for i, kind in enumerate(self.warts)}
+
+
+def simulated_symbols(count: int) -> list[str]:
+    return [f"SIM{i:03d}" for i in range(count)]
+
+
+def _regime_index(sessions: pd.DatetimeIndex, regimes: Sequence[RegimeSpec]) -> np.ndarray:
+    starts = np.array([np.datetime64(r.start) for r in regimes], dtype="datetime64[ns]")
+    return np.clip(starts.searchsorted(sessions.values, side="right") - 1, 0, None)
+
+
+def simulate_bars(spec: MarketSpec, symbols: Sequence[str], end: dt.date) -> pd.DataFrame:
+    """Daily bars of the given simulated symbols from the spec's start date up to ``end``."""
+    sessions = nyse_sessions(spec.start_date, end)
+    if len(sessions) == 0:
+        return pd.DataFrame(columns=STORED_COLUMNS)
+    universe = spec.symbols
+    unknown = [s for s in symbols if s not in universe]
+    if unknown:
+        raise ValueError(f"unknown simulated symbol(s) {', '.join(unknown)}; this market has {universe[0]}..{universe[-1]}")
+    regime = _regime_index(sessions, spec.regimes)
+    drift = np.array([r.drift for r in spec.regimes])[regime]
+    vol = np.array([r.volatility for r in spec.regimes])[regime]
+    phi = np.array([r.autocorrelation for r in spec.regimes])[regime]
+    wart_of = {symbol: kind for kind, symbol in spec.wart_symbols().items()}
+    frames = [
+        _simulate_one(spec.seed, universe.index(symbol), symbol, sessions, drift, vol, phi, wart_of.get(symbol))
+        for symbol in symbols
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _simulate_one(
+    seed: int,
+    index: int,
+    symbol: str,
+    sessions: pd.DatetimeIndex,
+    drift: np.ndarray,
+    vol: np.ndarray,
+    phi: np.ndarray,
+    wart: str | None,
+) -> pd.DataFrame:
+    static = np.random.default_rng([seed, index, 1])
+    price0 = float(static.uniform(20, 200))
+    vol_scale = float(static.uniform(0.7, 1.4))
+    base_volume = float(static.uniform(2e5, 5e6))
+    # One row of draws per session, drawn in order: the prefix property behind "as of".
+    draws = np.random.default_rng([seed, index, 0]).standard_normal((len(sessions), _DRAWS_PER_SESSION))
+    sigma = vol * vol_scale
+    innovation = sigma * np.sqrt(1.0 - phi**2) * draws[:, 0]
+    returns = np.empty(len(sessions))
+    previous = 0.0
+    for t in range(len(sessions)):
+        previous = drift[t] + phi[t] * (previous - drift[t]) + innovation[t]
+        returns[t] = previous
+    close = price0 * np.exp(np.cumsum(returns))
+    prev_close = np.concatenate([[price0], close[:-1]])
+    open_ = prev_close * np.exp(0.25 * sigma * draws[:, 1])
+    high = np.maximum(open_, close) * np.exp(0.5 * sigma * np.abs(draws[:, 2]))
+    low = np.minimum(open_, close) * np.exp(-0.5 * sigma * np.abs(draws[:, 3]))
+    volume = np.round(base_volume * np.exp(0.3 * draws[:, 4] + 8.0 * np.abs(returns)))
+    frame = pd.DataFrame(
+        {
+            "symbol": symbol,
+            "date": sessions,
+            "open": open_.round(4),
+            "high": high.round(4),
+            "low": low.round(4),
+            "close": close.round(4),
+            "volume": volume,
+            "source": "simulated",
+        }
+    )
+    return _plant(frame, wart) if wart else frame
+
+
+def _plant(frame: pd.DataFrame, wart: str) -> pd.DataFrame:
+    """Plant one fault at WART_SESSION, as real feeds show them."""
+    if len(frame) <= WART_SESSION + 25:
+        return frame
+    at = WART_SESSION
+    frame = frame.copy()
+    if wart == "duplicate_day":
+        frame = pd.concat([frame.iloc[: at + 1], frame.iloc[[at]], frame.iloc[at + 1 :]], ignore_index=True)
+    elif wart == "zero_price":
+        frame.loc[at, "close"] = 0.0
+    elif wart == "nan_close":
+        frame.loc[at, "close"] = np.nan
+    elif wart == "split":
+        frame.loc[at:, ["open", "high", "low", "close"]] = (frame.loc[at:, ["open", "high", "low", "close"]] / 4).round(4)
+        frame.loc[at:, "volume"] = frame.loc[at:, "volume"] * 4
+    elif wart == "gap":
+        frame = frame.drop(index=range(at, at + 20)).reset_index(drop=True)
+    elif wart == "bad_high":
+        frame.loc[at, "high"] = frame.loc[at, "low"] * 0.99
+    else:
+        raise ValueError(f"unknown wart {wart!r}; known: {', '.join(WART_KINDS)}")
+    return frame

@@ -1,0 +1,101 @@
+"""The DuckDB warehouse: one file, the tables of the design, opened through dagster-duckdb.
+
+Every write happens inside one transaction, so a crash leaves either the old or the new state.
+DuckDB lets one process write a file at a time; a second writer waits (with back-off) and then
+fails with a message that names the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+from dagster._utils.backoff import backoff
+from dagster_duckdb import DuckDBResource
+
+from stage2_assets.errors import Stage2Error
+
+FEATURE_SQL_COLUMNS = ",\n    ".join(
+    f"{name} DOUBLE"
+    for name in (
+        "ret_1d", "ret_5d", "ret_10d", "ret_20d", "vol_20d", "rsi_14", "macd", "macd_signal",
+        "bb_pct_b", "atr_14_pct", "sma_ratio_10_50", "volume_z_20", "stoch_k_14", "hl_range",
+    )
+)
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS store_info (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS raw_bars (
+    symbol VARCHAR NOT NULL, date DATE NOT NULL,
+    open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE,
+    source VARCHAR NOT NULL, run_id VARCHAR, fetched_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS refresh_log (
+    run_id VARCHAR, symbol VARCHAR, as_of DATE, requested_start DATE,
+    fetched INTEGER, new INTEGER, revised INTEGER, first_date DATE, last_date DATE,
+    error VARCHAR, duration_s DOUBLE, logged_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS validated_bars (
+    symbol VARCHAR NOT NULL, date DATE NOT NULL,
+    open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE,
+    source VARCHAR NOT NULL, validated_run_id VARCHAR,
+    PRIMARY KEY (symbol, date)
+);
+CREATE TABLE IF NOT EXISTS quality_log (
+    run_id VARCHAR, symbol VARCHAR, checked_at TIMESTAMP, passed BOOLEAN,
+    errors VARCHAR, warnings VARCHAR, rows_checked INTEGER, first_date DATE, last_date DATE
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    symbol VARCHAR PRIMARY KEY, reasons VARCHAR, since TIMESTAMP, run_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS features (
+    symbol VARCHAR NOT NULL, date DATE NOT NULL,
+    {FEATURE_SQL_COLUMNS},
+    label TINYINT, fwd_return DOUBLE, label_date DATE,
+    PRIMARY KEY (symbol, date)
+);
+"""
+
+# Nothing may phone home: DuckDB would otherwise fetch extensions from its repository on demand.
+_OFFLINE = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+
+class WarehouseBusyError(Stage2Error):
+    """Another process holds the warehouse file."""
+
+
+class Warehouse(DuckDBResource):
+    """The stage2 warehouse file; ``connect()`` yields a connection with the schema in place."""
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        path = Path(self.database)
+        if read_only and not path.exists():
+            conn = duckdb.connect(":memory:", config=_OFFLINE)
+            conn.execute(SCHEMA)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                conn = backoff(
+                    fn=duckdb.connect,
+                    retry_on=(duckdb.IOException,),
+                    kwargs={"database": str(path), "read_only": read_only, "config": {**_OFFLINE, **self.connection_config}},
+                    max_retries=8,
+                )
+            except duckdb.IOException as exc:
+                raise WarehouseBusyError(
+                    f"warehouse {path} is in use by another process ({exc}); wait for it to finish"
+                ) from None
+            if not read_only:
+                conn.execute(SCHEMA)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def query_df(self, sql: str, params: list | None = None):
+        """Run a read-only query and return a pandas frame."""
+        with self.connect(read_only=True) as conn:
+            return conn.execute(sql, params or []).df()
