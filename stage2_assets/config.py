@@ -74,7 +74,9 @@ class Regime(_Section):
     drift: float = Field(description="Mean daily log return.")
     volatility: float = Field(gt=0, description="Daily volatility of log returns.")
     autocorrelation: float = Field(
-        ge=-0.95, le=0.95, description="Lag-1 autocorrelation of daily returns (the learnable signal)."
+        ge=-0.95,
+        le=0.95,
+        description="Lag-1 autocorrelation of daily returns (the learnable signal).",
     )
 
 
@@ -90,9 +92,11 @@ class SimulatedMarket(_Section):
         ],
         description="Regimes in force from their start date: drift, volatility, autocorrelation.",
     )
-    warts: list[Literal["duplicate_day", "zero_price", "nan_close", "split", "gap", "bad_high"]] = Field(
-        default_factory=list,
-        description="Planted data faults, one symbol each, for tests and drills.",
+    warts: list[Literal["duplicate_day", "zero_price", "nan_close", "split", "gap", "bad_high"]] = (
+        Field(
+            default_factory=list,
+            description="Planted data faults, one symbol each, for tests and drills.",
+        )
     )
 
     @field_validator("regimes")
@@ -123,7 +127,9 @@ class DataSource(_Section):
 
     @field_validator("symbols")
     @classmethod
-    def _symbols_are_tickers(cls, symbols: Literal["auto"] | list[str]) -> Literal["auto"] | list[str]:
+    def _symbols_are_tickers(
+        cls, symbols: Literal["auto"] | list[str]
+    ) -> Literal["auto"] | list[str]:
         if symbols == "auto":
             return symbols
         if not symbols:
@@ -147,7 +153,10 @@ class Storage(_Section):
 
 class QualityRules(_Section):
     max_failed_symbol_share: float = Field(
-        0.2, ge=0, le=1, description="Share of checked symbols that may fail before the gate blocks."
+        0.2,
+        ge=0,
+        le=1,
+        description="Share of checked symbols that may fail before the gate blocks.",
     )
     max_abs_daily_move: float = Field(
         0.4, gt=0, description="One-day |close/previous close - 1| above this is flagged (splits)."
@@ -164,39 +173,62 @@ class DataRefresh(_Section):
         dt.date(2015, 1, 1), description="First date fetched for a symbol the store has never seen."
     )
     overlap_days: int = Field(
-        5, ge=0, le=60, description="Calendar days re-fetched before the last stored bar, to catch revisions."
+        5,
+        ge=0,
+        le=60,
+        description="Calendar days re-fetched before the last stored bar, to catch revisions.",
     )
     provider_timeout_seconds: float = Field(
         60, gt=0, description="Hard limit on one provider call; a hung call counts as a failure."
     )
     max_retries: int = Field(3, ge=0, le=10, description="Retries of a transient provider failure.")
-    retry_backoff_seconds: float = Field(2.0, ge=0, description="First back-off; it doubles each retry.")
+    retry_backoff_seconds: float = Field(
+        2.0, ge=0, description="First back-off; it doubles each retry."
+    )
     batch_size: int = Field(50, ge=1, description="Symbols per provider request.")
     quality: QualityRules = Field(default_factory=QualityRules)
 
 
 class Retraining(_Section):
     schedule: Cron = Field("0 2 * * 0", description="Cron of the weekly retraining (Sunday 02:00).")
-    data_window: DurationDays = Field(730, description="Rolling training window ending at the cut-off.")
-    validation_split: float = Field(0.2, gt=0, lt=0.9, description="Last share of the window, in time.")
-    label_horizon_days: int = Field(1, ge=1, le=20, description="Label: direction from t to t+h sessions.")
+    data_window: DurationDays = Field(
+        730, description="Rolling training window ending at the cut-off."
+    )
+    validation_split: float = Field(
+        0.2, gt=0, lt=0.9, description="Last share of the window, in time."
+    )
+    label_horizon_days: int = Field(
+        1, ge=1, le=20, description="Label: direction from t to t+h sessions."
+    )
     num_models: int = Field(5, ge=1, le=50, description="Ensemble members, each with its own seed.")
     max_epochs: int = Field(20, ge=1, description="Epoch limit per training.")
     batch_size: int = Field(128, ge=8, description="Rows per optimisation step.")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
     hidden_units: int = Field(64, ge=1, description="Width of each member's two hidden layers.")
-    early_stopping_patience: int = Field(3, ge=1, description="Epochs without val/loss gain before stop.")
-    min_train_rows: int = Field(500, ge=10, description="Fewer training rows than this refuses to train.")
+    early_stopping_patience: int = Field(
+        3, ge=1, description="Epochs without val/loss gain before stop."
+    )
+    min_train_rows: int = Field(
+        500, ge=10, description="Fewer training rows than this refuses to train."
+    )
     seed: int = Field(0, description="Base seed; member k uses seed + k.")
-    keep_versions: int = Field(10, ge=1, description="Versions kept besides every one production used.")
+    keep_versions: int = Field(
+        10, ge=1, description="Versions kept besides every one production used."
+    )
 
 
 class ABTesting(_Section):
-    schedule: Cron = Field("0 4 * * 0", description="Cron of the weekly comparison and pointer decision.")
+    schedule: Cron = Field(
+        "0 4 * * 0", description="Cron of the weekly comparison and pointer decision."
+    )
     shadow_mode_duration: DurationDays = Field(7, description="Shadow period after the cut-off.")
-    significance_level: float = Field(0.05, gt=0, lt=0.5, description="Alpha of the promotion tests.")
+    significance_level: float = Field(
+        0.05, gt=0, lt=0.5, description="Alpha of the promotion tests."
+    )
     min_improvement: float = Field(0.01, ge=0, description="Least accuracy gain that promotes.")
-    min_samples: int = Field(100, ge=10, description="Fewer paired rows than this: insufficient data.")
+    min_samples: int = Field(
+        100, ge=10, description="Fewer paired rows than this: insufficient data."
+    )
     bootstrap_samples: int = Field(2000, ge=100, description="Resamples for confidence intervals.")
 
 
@@ -205,15 +237,20 @@ class Monitoring(_Section):
         "30 17 * * 1-5", description="Cron of daily predictions and outcomes, after the close."
     )
     performance_window: DurationDays = Field(30, description="Rolling window of model_performance.")
-    degradation_threshold: float = Field(0.05, gt=0, lt=1, description="Accuracy drop that degrades.")
-    transaction_cost_bps: float = Field(5.0, ge=0, description="Cost per unit turnover, basis points.")
+    degradation_threshold: float = Field(
+        0.05, gt=0, lt=1, description="Accuracy drop that degrades."
+    )
+    transaction_cost_bps: float = Field(
+        5.0, ge=0, description="Cost per unit turnover, basis points."
+    )
     sensors_enabled: bool = Field(True, description="Start every sensor switched on.")
 
 
 class Alerts(_Section):
     jsonl_path: Path | None = Field(Path("../data/alerts.jsonl"), description="JSONL alert file.")
     webhook_url_env: str | None = Field(
-        "STAGE2_WEBHOOK_URL", description="Environment variable holding a Slack-compatible webhook URL."
+        "STAGE2_WEBHOOK_URL",
+        description="Environment variable holding a Slack-compatible webhook URL.",
     )
     smtp_host: str | None = Field(None, description="SMTP server; email is off when empty.")
     smtp_port: int = Field(587, ge=1, le=65535)
@@ -261,7 +298,9 @@ def _describe(error: ValidationError, source: Path) -> str:
     lines = [f"invalid configuration in {source}:"]
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = "unknown key (check its spelling)" if item["type"] == "extra_forbidden" else item["msg"]
+        message = (
+            "unknown key (check its spelling)" if item["type"] == "extra_forbidden" else item["msg"]
+        )
         lines.append(f"  - {key}: {message}")
     return "\n".join(lines)
 
@@ -270,7 +309,9 @@ def load_settings(path: str | Path | None = None) -> Settings:
     """Read and validate a config file (``STAGE2_CONFIG``, else ``config/adaptation.yaml``)."""
     chosen = Path(path or os.environ.get("STAGE2_CONFIG") or DEFAULT_CONFIG).expanduser().resolve()
     if not chosen.is_file():
-        raise ConfigError(f"config file {chosen} does not exist (set STAGE2_CONFIG to another file)")
+        raise ConfigError(
+            f"config file {chosen} does not exist (set STAGE2_CONFIG to another file)"
+        )
     try:
         raw = yaml.safe_load(chosen.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -9,7 +9,7 @@ class ConfigError(Stage2Error):
     """The configuration file is missing, unreadable, or has a bad key or value."""
 
 
-class InvalidNameError(Stage2Error):
+class InvalidNameError(Stage2Error, ValueError):
     """A user-supplied name (symbol, version) is not allowed to reach a path or a query."""
 
 

@@ -61,7 +61,9 @@ def prepare(pending: pd.DataFrame, context: pd.DataFrame, as_of: dt.date) -> pd.
     """
     ctx = context.assign(_context=True)
     rows = pd.concat([ctx, pending.assign(_context=False)], ignore_index=True)
-    rows = rows.sort_values(["symbol", "date", "_context"], ascending=[True, True, False], kind="stable")
+    rows = rows.sort_values(
+        ["symbol", "date", "_context"], ascending=[True, True, False], kind="stable"
+    )
     rows = rows.reset_index(drop=True)
     previous = rows.groupby("symbol", sort=False)[["close", "date"]].shift(1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -80,24 +82,74 @@ def _suite(max_abs_move: float, max_missing_sessions: int):
     warning = "warning"
     rules: list[tuple[object, Rule]] = []
     for column in ("open", "high", "low", "close", "volume"):
-        rules.append((gxe.ExpectColumnValuesToNotBeNull(column=column), Rule(f"{column}_present", error, f"{column} is missing")))
+        rules.append(
+            (
+                gxe.ExpectColumnValuesToNotBeNull(column=column),
+                Rule(f"{column}_present", error, f"{column} is missing"),
+            )
+        )
     for column in ("open", "high", "low", "close"):
         rules.append(
-            (gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, strict_min=True),
-             Rule(f"{column}_positive", error, f"{column} is zero or negative"))
+            (
+                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, strict_min=True),
+                Rule(f"{column}_positive", error, f"{column} is zero or negative"),
+            )
         )
     rules += [
-        (gxe.ExpectColumnValuesToBeBetween(column="volume", min_value=0), Rule("volume_not_negative", error, "volume is negative")),
-        (gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B="open", or_equal=True), Rule("high_above_open", error, "high is below open")),
-        (gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B="close", or_equal=True), Rule("high_above_close", error, "high is below close")),
-        (gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="open", column_B="low", or_equal=True), Rule("low_below_open", error, "low is above open")),
-        (gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="close", column_B="low", or_equal=True), Rule("low_below_close", error, "low is above close")),
-        (gxe.ExpectCompoundColumnsToBeUnique(column_list=["symbol", "date"]), Rule("unique_days", error, "date appears more than once")),
-        (gxe.ExpectColumnValuesToBeBetween(column="days_after_as_of", max_value=0), Rule("no_future_dates", error, "date is after the as-of date")),
-        (gxe.ExpectColumnValuesToBeBetween(column="abs_move", max_value=max_abs_move),
-         Rule("daily_move_bounded", warning, f"one-day move above {max_abs_move:.0%} (split or bad print)")),
-        (gxe.ExpectColumnValuesToBeBetween(column="missing_sessions", max_value=max_missing_sessions),
-         Rule("no_long_gaps", warning, f"more than {max_missing_sessions} NYSE sessions missing before it")),
+        (
+            gxe.ExpectColumnValuesToBeBetween(column="volume", min_value=0),
+            Rule("volume_not_negative", error, "volume is negative"),
+        ),
+        (
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="high", column_B="open", or_equal=True
+            ),
+            Rule("high_above_open", error, "high is below open"),
+        ),
+        (
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="high", column_B="close", or_equal=True
+            ),
+            Rule("high_above_close", error, "high is below close"),
+        ),
+        (
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="open", column_B="low", or_equal=True
+            ),
+            Rule("low_below_open", error, "low is above open"),
+        ),
+        (
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="close", column_B="low", or_equal=True
+            ),
+            Rule("low_below_close", error, "low is above close"),
+        ),
+        (
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["symbol", "date"]),
+            Rule("unique_days", error, "date appears more than once"),
+        ),
+        (
+            gxe.ExpectColumnValuesToBeBetween(column="days_after_as_of", max_value=0),
+            Rule("no_future_dates", error, "date is after the as-of date"),
+        ),
+        (
+            gxe.ExpectColumnValuesToBeBetween(column="abs_move", max_value=max_abs_move),
+            Rule(
+                "daily_move_bounded",
+                warning,
+                f"one-day move above {max_abs_move:.0%} (split or bad print)",
+            ),
+        ),
+        (
+            gxe.ExpectColumnValuesToBeBetween(
+                column="missing_sessions", max_value=max_missing_sessions
+            ),
+            Rule(
+                "no_long_gaps",
+                warning,
+                f"more than {max_missing_sessions} NYSE sessions missing before it",
+            ),
+        ),
     ]
     return rules
 
@@ -138,7 +190,11 @@ def validate_bars(
         report.date_range[str(symbol)] = (group["date"].min().date(), group["date"].max().date())
 
     gx_context = _context()
-    batch = gx_context.data_sources.add_pandas("bars").add_dataframe_asset("pending").add_batch_definition_whole_dataframe("all")
+    batch = (
+        gx_context.data_sources.add_pandas("bars")
+        .add_dataframe_asset("pending")
+        .add_batch_definition_whole_dataframe("all")
+    )
     rules = _suite(max_abs_move, max_missing_sessions)
     suite = gx.ExpectationSuite(name="daily_bars")
     by_name = {}
@@ -147,7 +203,9 @@ def validate_bars(
         by_name[rule.name] = rule
         suite.add_expectation(expectation)
     suite = gx_context.suites.add(suite)
-    definition = gx_context.validation_definitions.add(gx.ValidationDefinition(name="daily_bars", data=batch, suite=suite))
+    definition = gx_context.validation_definitions.add(
+        gx.ValidationDefinition(name="daily_bars", data=batch, suite=suite)
+    )
     result = definition.run(batch_parameters={"dataframe": rows}, result_format="COMPLETE")
     report.expectations = len(result.results)
     # Results do not come back in suite order: each names its rule through ``meta``.
@@ -161,5 +219,7 @@ def validate_bars(
         target = report.errors if rule.severity == "error" else report.warnings
         for symbol, group in bad.groupby("symbol"):
             first = group["date"].min().date().isoformat()
-            target.setdefault(str(symbol), []).append(f"{rule.describe}: {len(group)} row(s), first {first} [{rule.name}]")
+            target.setdefault(str(symbol), []).append(
+                f"{rule.describe}: {len(group)} row(s), first {first} [{rule.name}]"
+            )
     return report

@@ -71,7 +71,13 @@ def normalize_frames(
     for column in [*PRICE_COLUMNS, "volume"]:
         values = pd.to_numeric(data[column], errors="coerce")
         not_numeric = values.isna() & data[column].notna()
-        _record(errors, data, not_numeric, lambda v, c=column: f"column {c} holds a non-numeric value {v!r}", column)
+        _record(
+            errors,
+            data,
+            not_numeric,
+            lambda v, c=column: f"column {c} holds a non-numeric value {v!r}",
+            column,
+        )
         data[column] = values.astype("float64")
     data = data[~data["symbol"].isin(errors)]
     data = data.dropna(how="all", subset=[*PRICE_COLUMNS, "volume"])
@@ -91,10 +97,14 @@ def normalize_frames(
     return bars, errors
 
 
-def _record(errors: dict[str, str], data: pd.DataFrame, mask: pd.Series, describe, column: str) -> None:
+def _record(
+    errors: dict[str, str], data: pd.DataFrame, mask: pd.Series, describe, column: str
+) -> None:
     if not mask.any():
         return
-    for symbol, first in data.loc[mask].groupby("symbol", sort=False).head(1).set_index("symbol")[column].items():
+    for symbol, first in (
+        data.loc[mask].groupby("symbol", sort=False).head(1).set_index("symbol")[column].items()
+    ):
         errors.setdefault(str(symbol), f"{symbol}: {describe(first)}")
 
 

@@ -78,7 +78,9 @@ def store_fetched(
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     conn.execute("BEGIN TRANSACTION")
     try:
-        stats = _write_changes(conn, incoming, run_id, now) if incoming is not None else pd.DataFrame()
+        stats = (
+            _write_changes(conn, incoming, run_id, now) if incoming is not None else pd.DataFrame()
+        )
         log = _log_rows(fetched, starts, stats, run_id, as_of, now)
         conn.register("refresh_log_rows", log)
         conn.execute("INSERT INTO refresh_log SELECT * FROM refresh_log_rows")
@@ -94,7 +96,9 @@ def store_fetched(
     return log
 
 
-def _write_changes(conn: duckdb.DuckDBPyConnection, incoming: pd.DataFrame, run_id: str, now) -> pd.DataFrame:
+def _write_changes(
+    conn: duckdb.DuckDBPyConnection, incoming: pd.DataFrame, run_id: str, now
+) -> pd.DataFrame:
     incoming = incoming.assign(date=incoming["date"].dt.date)
     conn.register("incoming", incoming)
     # Rows that match no stored bar exactly are changes; their (symbol, date) keys are replaced.
@@ -182,7 +186,7 @@ def summarize_log(log: pd.DataFrame) -> dict:
         "failed_symbols": failed,
         "errors": {row.symbol: row.error for row in log.itertuples() if row.error},
         "run_id": str(log["run_id"].iloc[0]),
-        "as_of": str(log["as_of"].iloc[0]),
+        "as_of": pd.Timestamp(log["as_of"].iloc[0]).date().isoformat(),
     }
 
 

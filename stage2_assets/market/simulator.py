@@ -68,14 +68,25 @@ def simulate_bars(spec: MarketSpec, symbols: Sequence[str], end: dt.date) -> pd.
     universe = spec.symbols
     unknown = [s for s in symbols if s not in universe]
     if unknown:
-        raise ValueError(f"unknown simulated symbol(s) {', '.join(unknown)}; this market has {universe[0]}..{universe[-1]}")
+        raise ValueError(
+            f"unknown simulated symbol(s) {', '.join(unknown)}; this market has {universe[0]}..{universe[-1]}"
+        )
     regime = _regime_index(sessions, spec.regimes)
     drift = np.array([r.drift for r in spec.regimes])[regime]
     vol = np.array([r.volatility for r in spec.regimes])[regime]
     phi = np.array([r.autocorrelation for r in spec.regimes])[regime]
     wart_of = {symbol: kind for kind, symbol in spec.wart_symbols().items()}
     frames = [
-        _simulate_one(spec.seed, universe.index(symbol), symbol, sessions, drift, vol, phi, wart_of.get(symbol))
+        _simulate_one(
+            spec.seed,
+            universe.index(symbol),
+            symbol,
+            sessions,
+            drift,
+            vol,
+            phi,
+            wart_of.get(symbol),
+        )
         for symbol in symbols
     ]
     return pd.concat(frames, ignore_index=True)
@@ -96,7 +107,9 @@ def _simulate_one(
     vol_scale = float(static.uniform(0.7, 1.4))
     base_volume = float(static.uniform(2e5, 5e6))
     # One row of draws per session, drawn in order: the prefix property behind "as of".
-    draws = np.random.default_rng([seed, index, 0]).standard_normal((len(sessions), _DRAWS_PER_SESSION))
+    draws = np.random.default_rng([seed, index, 0]).standard_normal(
+        (len(sessions), _DRAWS_PER_SESSION)
+    )
     sigma = vol * vol_scale
     innovation = sigma * np.sqrt(1.0 - phi**2) * draws[:, 0]
     returns = np.empty(len(sessions))
@@ -132,13 +145,17 @@ def _plant(frame: pd.DataFrame, wart: str) -> pd.DataFrame:
     at = WART_SESSION
     frame = frame.copy()
     if wart == "duplicate_day":
-        frame = pd.concat([frame.iloc[: at + 1], frame.iloc[[at]], frame.iloc[at + 1 :]], ignore_index=True)
+        frame = pd.concat(
+            [frame.iloc[: at + 1], frame.iloc[[at]], frame.iloc[at + 1 :]], ignore_index=True
+        )
     elif wart == "zero_price":
         frame.loc[at, "close"] = 0.0
     elif wart == "nan_close":
         frame.loc[at, "close"] = np.nan
     elif wart == "split":
-        frame.loc[at:, ["open", "high", "low", "close"]] = (frame.loc[at:, ["open", "high", "low", "close"]] / 4).round(4)
+        frame.loc[at:, ["open", "high", "low", "close"]] = (
+            frame.loc[at:, ["open", "high", "low", "close"]] / 4
+        ).round(4)
         frame.loc[at:, "volume"] = frame.loc[at:, "volume"] * 4
     elif wart == "gap":
         frame = frame.drop(index=range(at, at + 20)).reset_index(drop=True)

@@ -224,7 +224,9 @@ class YFinanceSource(MarketDataSource):
     def available_symbols(self) -> list[str]:
         path = Path(self.symbols_file)
         if not path.is_file():
-            raise DataSourceError(f"universe file {path} does not exist (data_source.universe_file)")
+            raise DataSourceError(
+                f"universe file {path} does not exist (data_source.universe_file)"
+            )
         lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
         return [validate_symbol(line) for line in lines if line]
 
@@ -235,8 +237,14 @@ class YFinanceSource(MarketDataSource):
 
             downloader = yf.download
         kwargs = dict(
-            tickers=symbols, start=start.isoformat(), end=(end + dt.timedelta(days=1)).isoformat(),
-            group_by="ticker", auto_adjust=False, actions=False, progress=False, threads=False,
+            tickers=symbols,
+            start=start.isoformat(),
+            end=(end + dt.timedelta(days=1)).isoformat(),
+            group_by="ticker",
+            auto_adjust=False,
+            actions=False,
+            progress=False,
+            threads=False,
             timeout=self.timeout_seconds,
         )
         # yfinance's own timeout does not bound a hung connection: bound the call ourselves.
@@ -253,7 +261,9 @@ class YFinanceSource(MarketDataSource):
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         if frame is None or frame.empty:
-            raise TransientProviderError(f"yfinance returned an empty frame for {', '.join(symbols[:5])}...")
+            raise TransientProviderError(
+                f"yfinance returned an empty frame for {', '.join(symbols[:5])}..."
+            )
         return frame
 
     def _download(self, symbols: list[str], start: dt.date, end: dt.date) -> pd.DataFrame:
@@ -282,7 +292,9 @@ class YFinanceSource(MarketDataSource):
                 for symbol in batch:
                     if symbol not in frames:
                         result.errors[symbol] = f"{symbol}: yfinance returned no columns for it"
-                bars, errors = normalize_frames(frames, self.kind, dict.fromkeys(frames, start), end)
+                bars, errors = normalize_frames(
+                    frames, self.kind, dict.fromkeys(frames, start), end
+                )
                 for symbol, frame in bars.items():
                     if frame.empty:
                         errors.setdefault(symbol, f"{symbol}: yfinance returned only empty rows")
@@ -318,7 +330,12 @@ def source_from_settings(settings) -> MarketDataSource:
         num_symbols=sim.num_symbols,
         start_date=sim.start_date.isoformat(),
         regimes=[
-            RegimeConfig(start=r.start.isoformat(), drift=r.drift, volatility=r.volatility, autocorrelation=r.autocorrelation)
+            RegimeConfig(
+                start=r.start.isoformat(),
+                drift=r.drift,
+                volatility=r.volatility,
+                autocorrelation=r.autocorrelation,
+            )
             for r in sim.regimes
         ],
         warts=list(sim.warts),

@@ -20,8 +20,20 @@ from stage2_assets.errors import Stage2Error
 FEATURE_SQL_COLUMNS = ",\n    ".join(
     f"{name} DOUBLE"
     for name in (
-        "ret_1d", "ret_5d", "ret_10d", "ret_20d", "vol_20d", "rsi_14", "macd", "macd_signal",
-        "bb_pct_b", "atr_14_pct", "sma_ratio_10_50", "volume_z_20", "stoch_k_14", "hl_range",
+        "ret_1d",
+        "ret_5d",
+        "ret_10d",
+        "ret_20d",
+        "vol_20d",
+        "rsi_14",
+        "macd",
+        "macd_signal",
+        "bb_pct_b",
+        "atr_14_pct",
+        "sma_ratio_10_50",
+        "volume_z_20",
+        "stoch_k_14",
+        "hl_range",
     )
 )
 
@@ -81,7 +93,11 @@ class Warehouse(DuckDBResource):
                 conn = backoff(
                     fn=duckdb.connect,
                     retry_on=(duckdb.IOException,),
-                    kwargs={"database": str(path), "read_only": read_only, "config": {**_OFFLINE, **self.connection_config}},
+                    kwargs={
+                        "database": str(path),
+                        "read_only": read_only,
+                        "config": {**_OFFLINE, **self.connection_config},
+                    },
                     max_retries=8,
                 )
             except duckdb.IOException as exc:

@@ -1,0 +1,165 @@
+"""The quality gate's bookkeeping: what is pending, the verdicts, the quarantine, the upsert.
+
+Pending bars are raw bars that no validated bar matches exactly: new bars, revised bars, and
+the whole history of a symbol that has never passed. Validating only them keeps each refresh's
+cost proportional to what changed; a quarantined symbol is judged again every run on its raw
+history, so it leaves quarantine by itself once its provider corrects the data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import duckdb
+import pandas as pd
+
+from stage2_assets.checks.quality_suite import QualityReport, validate_bars
+
+_VALUES = ["open", "high", "low", "close", "volume"]
+_SAME = " AND ".join(f"r.{c} IS NOT DISTINCT FROM v.{c}" for c in _VALUES)
+
+
+def pending_bars(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(pending raw bars, the last validated bar of each pending symbol before its first pending date)."""
+    pending = conn.execute(
+        f"""
+        SELECT r.symbol, r.date, r.open, r.high, r.low, r.close, r.volume, r.source
+        FROM raw_bars r
+        WHERE NOT EXISTS (SELECT 1 FROM validated_bars v WHERE v.symbol = r.symbol AND v.date = r.date AND {_SAME})
+        ORDER BY r.symbol, r.date
+        """
+    ).df()
+    conn.register("pending_rows", pending)
+    context = conn.execute(
+        """
+        SELECT v.symbol, v.date, v.open, v.high, v.low, v.close, v.volume, v.source
+        FROM validated_bars v
+        JOIN (SELECT symbol, min(date) AS first FROM pending_rows GROUP BY symbol) p
+          ON p.symbol = v.symbol AND v.date < p.first
+        QUALIFY row_number() OVER (PARTITION BY v.symbol ORDER BY v.date DESC) = 1
+        """
+    ).df()
+    conn.unregister("pending_rows")
+    for frame in (pending, context):
+        frame["date"] = pd.to_datetime(frame["date"]).astype("datetime64[ns]")
+    return pending, context
+
+
+def evaluate_quality(
+    conn: duckdb.DuckDBPyConnection,
+    run_id: str,
+    max_abs_move: float,
+    max_missing_sessions: int,
+) -> tuple[QualityReport, pd.DataFrame]:
+    """Judge the pending bars, record verdicts and quarantine (one transaction), return both."""
+    pending, context = pending_bars(conn)
+    report = validate_bars(pending, context, dt.date.today(), max_abs_move, max_missing_sessions)
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    log = pd.DataFrame(
+        [
+            {
+                "run_id": run_id,
+                "symbol": symbol,
+                "checked_at": now,
+                "passed": symbol not in report.errors,
+                "errors": json.dumps(report.errors.get(symbol, [])),
+                "warnings": json.dumps(report.warnings.get(symbol, [])),
+                "rows_checked": report.rows[symbol],
+                "first_date": report.date_range[symbol][0],
+                "last_date": report.date_range[symbol][1],
+            }
+            for symbol in report.symbols
+        ],
+        columns=[
+            "run_id",
+            "symbol",
+            "checked_at",
+            "passed",
+            "errors",
+            "warnings",
+            "rows_checked",
+            "first_date",
+            "last_date",
+        ],
+    )
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.register("verdicts", log)
+        conn.execute("INSERT INTO quality_log SELECT * FROM verdicts")
+        conn.execute(
+            "DELETE FROM quarantine WHERE symbol IN (SELECT symbol FROM verdicts WHERE passed)"
+        )
+        conn.execute(
+            """
+            INSERT INTO quarantine
+            SELECT symbol, errors, checked_at, run_id FROM verdicts WHERE NOT passed
+            ON CONFLICT (symbol) DO UPDATE SET reasons = excluded.reasons, run_id = excluded.run_id
+            """
+        )
+        conn.unregister("verdicts")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return report, pending
+
+
+def load_report(conn: duckdb.DuckDBPyConnection, run_id: str) -> QualityReport | None:
+    """The verdicts recorded by this run's quality gate, or None when it did not run."""
+    rows = conn.execute(
+        "SELECT symbol, passed, errors, warnings, rows_checked, first_date, last_date FROM quality_log WHERE run_id = ?",
+        [run_id],
+    ).fetchall()
+    if not rows:
+        return None
+    report = QualityReport()
+    for symbol, passed, errors, warnings, count, first, last in rows:
+        report.rows[symbol] = count
+        report.date_range[symbol] = (first, last)
+        if not passed:
+            report.errors[symbol] = json.loads(errors)
+        if json.loads(warnings):
+            report.warnings[symbol] = json.loads(warnings)
+    return report
+
+
+def apply_passing(
+    conn: duckdb.DuckDBPyConnection, report: QualityReport, run_id: str
+) -> pd.DataFrame:
+    """Upsert the pending bars of every passing symbol into validated_bars; return what was written."""
+    pending, _ = pending_bars(conn)
+    passing = pending[~pending["symbol"].isin(report.errors)]
+    # A symbol can gain pending bars between the gate and this step only through another writer;
+    # bars the gate never judged wait for the next run.
+    judged = passing["symbol"].map(lambda s: report.date_range.get(s, (None, None))[1])
+    passing = passing[judged.notna() & (passing["date"].dt.date <= judged)]
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.register("passing", passing.assign(date=passing["date"].dt.date, run_id=run_id))
+        conn.execute(
+            """
+            INSERT OR REPLACE INTO validated_bars
+            SELECT symbol, date, open, high, low, close, volume, source, run_id FROM passing
+            """
+        )
+        conn.unregister("passing")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return passing
+
+
+def quarantine_rows(conn: duckdb.DuckDBPyConnection) -> list[dict]:
+    """The quarantine as ``stage2 status --json`` shows it."""
+    return [
+        {
+            "symbol": symbol,
+            "reasons": json.loads(reasons),
+            "since": since.isoformat() if since else None,
+        }
+        for symbol, reasons, since in conn.execute(
+            "SELECT symbol, reasons, since FROM quarantine ORDER BY symbol"
+        ).fetchall()
+    ]

@@ -1,0 +1,251 @@
+import datetime as dt
+import threading
+
+import numpy as np
+import pandas as pd
+
+from stage2_assets.market.simulator import MarketSpec, RegimeSpec, simulate_bars
+from stage2_assets.resources.market_data import CsvSource, YFinanceSource, split_download
+from stage2_assets_tests.conftest import write_csv
+
+START = dt.date(2015, 1, 1)
+
+
+def _bars(days: int = 5, start: str = "2024-01-02") -> pd.DataFrame:
+    dates = pd.bdate_range(start, periods=days)
+    close = np.linspace(10, 11, days)
+    return pd.DataFrame(
+        {
+            "date": dates.strftime("%Y-%m-%d"),
+            "open": close,
+            "high": close + 0.5,
+            "low": close - 0.5,
+            "close": close,
+            "volume": 1000,
+        }
+    )
+
+
+# --- csv ---------------------------------------------------------------------------------
+
+
+def test_csv_reads_real_files_in_the_stored_schema(market_data_dir):
+    result = CsvSource(folder=str(market_data_dir)).fetch({"AAPL": START}, dt.date(2020, 1, 10))
+    aapl = result.bars["AAPL"]
+    assert result.errors == {}
+    assert len(aapl) == 1259  # every data line of the file
+    assert aapl["date"].min() == pd.Timestamp("2015-01-12")
+    assert list(aapl.columns) == [
+        "symbol",
+        "date",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "source",
+    ]
+    assert set(aapl["source"]) == {"csv"}
+
+
+def test_csv_auto_lists_every_file(market_data_dir):
+    assert len(CsvSource(folder=str(market_data_dir)).available_symbols()) == 150
+
+
+def test_csv_answers_as_of_a_date(market_data_dir):
+    result = CsvSource(folder=str(market_data_dir)).fetch(
+        {"AAPL": dt.date(2019, 12, 1)}, dt.date(2019, 12, 31)
+    )
+    assert result.bars["AAPL"]["date"].max() == pd.Timestamp("2019-12-31")
+    assert result.bars["AAPL"]["date"].min() == pd.Timestamp("2019-12-02")
+
+
+def test_csv_bad_files_name_the_symbol_and_spare_the_others(tmp_path):
+    write_csv(tmp_path, "GOOD", _bars())
+    write_csv(tmp_path, "NOCLOSE", _bars().drop(columns=["close"]))
+    write_csv(tmp_path, "TEXT", _bars().assign(close=["1.0", "2.0", "n/a?", "4", "5"]))
+    write_csv(
+        tmp_path,
+        "BADDATE",
+        _bars().assign(date=["2024-01-02", "not a day", "2024-01-04", "2024-01-05", "2024-01-08"]),
+    )
+    (tmp_path / "EMPTY.csv").write_text("")
+    (tmp_path / "LATIN.csv").write_bytes(
+        "date,open,high,low,close,volume\n2024-01-02,1,2,0.5,1,\xff\xfe\n".encode("latin-1")
+    )
+    symbols = ["GOOD", "NOCLOSE", "TEXT", "BADDATE", "EMPTY", "LATIN", "MISSING", "../x"]
+    result = CsvSource(folder=str(tmp_path)).fetch(
+        dict.fromkeys(symbols, START), dt.date(2024, 12, 31)
+    )
+    assert list(result.bars) == ["GOOD"]
+    assert len(result.bars["GOOD"]) == 5
+    assert "missing column(s) close" in result.errors["NOCLOSE"]
+    assert "column close holds a non-numeric value 'n/a?'" in result.errors["TEXT"]
+    assert "date 'not a day' is not a date" in result.errors["BADDATE"]
+    assert "EMPTY.csv is empty" in result.errors["EMPTY"]
+    assert result.errors["LATIN"].startswith("LATIN:")
+    assert "no file MISSING.csv" in result.errors["MISSING"]
+    assert "not a valid ticker" in result.errors["../x"]
+
+
+def test_csv_auto_skips_files_whose_names_are_not_tickers(tmp_path):
+    write_csv(tmp_path, "GOOD", _bars())
+    (tmp_path / "bad name.csv").write_text("x")
+    assert CsvSource(folder=str(tmp_path)).available_symbols() == ["GOOD"]
+
+
+# --- simulated ---------------------------------------------------------------------------
+
+SPEC = MarketSpec(
+    seed=3,
+    num_symbols=4,
+    start_date=dt.date(2023, 1, 3),
+    regimes=[
+        RegimeSpec(dt.date(2023, 1, 3), 0.0, 0.01, 0.4),
+        RegimeSpec(dt.date(2023, 9, 1), 0.0, 0.03, -0.4),
+    ],
+)
+
+
+def test_simulated_bars_up_to_a_date_never_depend_on_the_end_date():
+    short = simulate_bars(SPEC, SPEC.symbols, dt.date(2023, 6, 30))
+    long = simulate_bars(SPEC, SPEC.symbols, dt.date(2024, 6, 28))
+    pd.testing.assert_frame_equal(
+        short.reset_index(drop=True), long[long["date"] <= "2023-06-30"].reset_index(drop=True)
+    )
+
+
+def test_simulated_bars_respect_ohlc_and_the_nyse_calendar():
+    bars = simulate_bars(SPEC, SPEC.symbols, dt.date(2023, 12, 29))
+    assert (bars["high"] >= bars[["open", "close"]].max(axis=1)).all()
+    assert (bars["low"] <= bars[["open", "close"]].min(axis=1)).all()
+    assert (bars["volume"] > 0).all()
+    assert pd.Timestamp("2023-07-04") not in set(bars["date"])  # Independence Day
+    assert bars.groupby("symbol").size().eq(250).all()
+
+
+def test_simulated_regime_change_flips_the_autocorrelation():
+    bars = simulate_bars(SPEC, SPEC.symbols, dt.date(2024, 6, 28))
+    returns = bars.assign(r=np.log(bars["close"])).groupby("symbol")["r"].diff()
+    bars = bars.assign(r=returns, prev=returns.groupby(bars["symbol"]).shift(1)).dropna()
+    before = bars[bars["date"] < "2023-09-01"]
+    after = bars[bars["date"] >= "2023-09-05"]
+    assert before["r"].corr(before["prev"]) > 0.25
+    assert after["r"].corr(after["prev"]) < -0.25
+
+
+def test_planted_warts_land_on_distinct_symbols():
+    spec = MarketSpec(**{**SPEC.__dict__, "warts": ("duplicate_day", "zero_price")})
+    bars = simulate_bars(spec, spec.symbols, dt.date(2023, 12, 29))
+    dup = bars[bars["symbol"] == "SIM000"]
+    assert dup["date"].duplicated().sum() == 1
+    assert (bars.loc[bars["symbol"] == "SIM001", "close"] == 0).sum() == 1
+
+
+# --- yfinance, at its boundary: frames shaped as yf.download returns them ------------------
+
+
+def _yf_frame(symbols: list[str], days: int = 5) -> pd.DataFrame:
+    dates = pd.bdate_range("2024-01-02", periods=days, name="Date")
+    parts = {}
+    for i, symbol in enumerate(symbols):
+        close = np.linspace(100 + i, 101 + i, days)
+        parts[symbol] = pd.DataFrame(
+            {
+                "Open": close,
+                "High": close + 1,
+                "Low": close - 1,
+                "Close": close,
+                "Adj Close": close * 0.98,
+                "Volume": np.full(days, 1e6),
+            },
+            index=dates,
+        )
+    return pd.concat(parts, axis=1)
+
+
+def _source(**kwargs) -> YFinanceSource:
+    return YFinanceSource(symbols_file="unused", backoff_seconds=0, **kwargs)
+
+
+def test_split_download_accepts_both_multiindex_orders_and_single_ticker_frames():
+    frame = _yf_frame(["AAA", "BBB"])
+    assert set(split_download(frame, ["AAA", "BBB"])) == {"AAA", "BBB"}
+    swapped = frame.swaplevel(axis=1)
+    assert split_download(swapped, ["AAA", "BBB"])["BBB"]["Close"].iloc[0] == 101
+    single = frame["AAA"]
+    assert list(split_download(single, ["AAA"])) == ["AAA"]
+
+
+def test_yfinance_fetch_normalizes_frames_and_reports_missing_symbols():
+    calls = []
+
+    def downloader(**kwargs):
+        calls.append(kwargs)
+        return _yf_frame(["AAA", "BBB"])
+
+    result = (
+        _source()
+        .with_downloader(downloader)
+        .fetch(dict.fromkeys(["AAA", "BBB", "GONE"], dt.date(2024, 1, 1)), dt.date(2024, 1, 31))
+    )
+    assert calls[0]["auto_adjust"] is False and calls[0]["end"] == "2024-02-01"
+    assert len(result.bars["AAA"]) == 5 and result.bars["AAA"]["close"].iloc[0] == 100
+    assert "GONE" in result.errors and "no columns" in result.errors["GONE"]
+
+
+def test_yfinance_retries_a_transient_failure_then_succeeds():
+    attempts = []
+
+    def flaky(**kwargs):
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("HTTP Error 429: Too Many Requests")
+        return _yf_frame(["AAA"])
+
+    result = (
+        _source(max_retries=3)
+        .with_downloader(flaky)
+        .fetch({"AAA": dt.date(2024, 1, 1)}, dt.date(2024, 1, 31))
+    )
+    assert len(attempts) == 3
+    assert len(result.bars["AAA"]) == 5 and result.errors == {}
+
+
+def test_yfinance_empty_answers_exhaust_retries_and_name_every_symbol():
+    attempts = []
+
+    def empty(**kwargs):
+        attempts.append(1)
+        return pd.DataFrame()
+
+    result = (
+        _source(max_retries=2)
+        .with_downloader(empty)
+        .fetch(dict.fromkeys(["AAA", "BBB"], dt.date(2024, 1, 1)), dt.date(2024, 1, 31))
+    )
+    assert len(attempts) == 3
+    assert result.bars == {}
+    assert set(result.errors) == {"AAA", "BBB"} and "empty frame" in result.errors["AAA"]
+
+
+def test_yfinance_hung_call_is_cut_by_our_own_timeout():
+    release = threading.Event()
+
+    def hangs(**kwargs):
+        release.wait(10)
+        return _yf_frame(["AAA"])
+
+    result = (
+        _source(max_retries=0, timeout_seconds=0.2)
+        .with_downloader(hangs)
+        .fetch({"AAA": dt.date(2024, 1, 1)}, dt.date(2024, 1, 31))
+    )
+    release.set()
+    assert "did not answer within" in result.errors["AAA"]
+
+
+def test_yfinance_universe_file_is_validated(tmp_path):
+    good = tmp_path / "u.txt"
+    good.write_text("# comment\nAAPL\nbrk-b  # Berkshire\n\n")
+    assert YFinanceSource(symbols_file=str(good)).available_symbols() == ["AAPL", "BRK-B"]

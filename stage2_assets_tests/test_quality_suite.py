@@ -1,0 +1,114 @@
+"""The Great Expectations suite finds every wart the real data is documented to have."""
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from stage2_assets.checks.quality_suite import validate_bars
+from stage2_assets.resources.market_data import CsvSource
+from stage2_assets_tests.test_market_data_sources import _bars
+
+TODAY = dt.date(2026, 1, 1)
+
+
+def _frame(days=10, symbol="AAA"):
+    bars = _bars(days).assign(symbol=symbol, source="csv")
+    bars["date"] = pd.to_datetime(bars["date"])
+    return bars
+
+
+def _validate(pending, context=None):
+    return validate_bars(
+        pending, context if context is not None else pending.iloc[0:0], TODAY, 0.4, 5
+    )
+
+
+@pytest.fixture(scope="module")
+def real_report(request):
+    from stage2_assets_tests.conftest import MARKET_DATA
+
+    if not MARKET_DATA.is_dir():
+        pytest.skip(f"real market data not found at {MARKET_DATA}")
+    source = CsvSource(folder=str(MARKET_DATA))
+    fetched = source.fetch(
+        dict.fromkeys(source.available_symbols(), dt.date(2015, 1, 1)), dt.date(2020, 1, 10)
+    )
+    bars = pd.concat(fetched.bars.values(), ignore_index=True)
+    return validate_bars(bars, bars.iloc[0:0], TODAY, 0.4, 5)
+
+
+def test_real_data_errors_are_the_documented_warts(real_report):
+    # One duplicate date with a zero-price row (CBS) and one open outside [low, high] (DIS).
+    assert real_report.failed == ["CBS", "DIS"]
+    assert any("[unique_days]" in r for r in real_report.errors["CBS"])
+    assert any("[close_positive]" in r for r in real_report.errors["CBS"])
+    assert real_report.errors["DIS"] == [
+        "high is below open: 1 row(s), first 2020-01-10 [high_above_open]"
+    ]
+    assert len(real_report.rows) == 150
+
+
+def test_real_data_warnings_flag_splits_and_gaps(real_report):
+    moves = {
+        s for s, w in real_report.warnings.items() if any("[daily_move_bounded]" in x for x in w)
+    }
+    gaps = {s for s, w in real_report.warnings.items() if any("[no_long_gaps]" in x for x in w)}
+    assert moves == {"CA", "UA", "CBS"}  # the three moves above 40%
+    assert {"ANDV", "CA", "SNI", "SCG"} <= gaps
+    gap_rows = sum(
+        int(x.split(": ")[1].split(" ")[0])
+        for w in real_report.warnings.values()
+        for x in w
+        if "[no_long_gaps]" in x
+    )
+    assert (
+        gap_rows == 6
+    )  # ANDV, CA and SNI miss Jan-Mar 2018 once each; SCG is sparse (3 gaps over 5 sessions)
+
+
+@pytest.mark.parametrize(
+    ("fault", "rule"),
+    [
+        (lambda b: b.assign(close=b["close"].where(b.index != 3)), "[close_present]"),
+        (lambda b: b.assign(low=b["low"].where(b.index != 3, -1.0)), "[low_positive]"),
+        (lambda b: b.assign(volume=b["volume"].where(b.index != 3, -5)), "[volume_not_negative]"),
+        (lambda b: b.assign(high=b["high"].where(b.index != 3, 1.0)), "[high_above_close]"),
+        (lambda b: b.assign(low=b["low"].where(b.index != 3, 99.0)), "[low_below_open]"),
+        (lambda b: pd.concat([b, b.iloc[[4]]], ignore_index=True), "[unique_days]"),
+        (
+            lambda b: b.assign(date=b["date"].where(b.index != 9, pd.Timestamp("2030-01-02"))),
+            "[no_future_dates]",
+        ),
+    ],
+)
+def test_each_error_rule_quarantines_the_symbol(fault, rule):
+    good = _frame(symbol="GOOD")
+    report = _validate(pd.concat([good, fault(_frame(symbol="BAD"))], ignore_index=True))
+    assert report.failed == ["BAD"]
+    assert any(rule in reason for reason in report.errors["BAD"])
+
+
+def test_zero_volume_is_normal_life_not_an_error():
+    report = _validate(_frame().assign(volume=0.0))
+    assert report.errors == {} and report.warnings == {}
+
+
+def test_context_row_anchors_moves_but_is_never_judged():
+    history = _frame(20)
+    context = history.iloc[[9]].assign(
+        high=0.0
+    )  # a bad row already validated earlier: not re-judged
+    pending = history.iloc[10:].copy()
+    pending.loc[pending.index[0], ["open", "high", "low", "close"]] = [
+        4.0,
+        4.2,
+        3.9,
+        4.0,
+    ]  # -60% vs context
+    report = _validate(pending, context)
+    assert report.errors == {}
+    assert report.rows == {"AAA": 10}
+    assert report.warnings["AAA"] == [
+        "one-day move above 40% (split or bad print): 2 row(s), first 2024-01-16 [daily_move_bounded]"
+    ]
