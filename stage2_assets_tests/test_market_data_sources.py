@@ -3,6 +3,7 @@ import threading
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from stage2_assets.market.simulator import MarketSpec, RegimeSpec, simulate_bars
 from stage2_assets.resources.market_data import CsvSource, YFinanceSource, split_download
@@ -249,3 +250,31 @@ def test_yfinance_universe_file_is_validated(tmp_path):
     good = tmp_path / "u.txt"
     good.write_text("# comment\nAAPL\nbrk-b  # Berkshire\n\n")
     assert YFinanceSource(symbols_file=str(good)).available_symbols() == ["AAPL", "BRK-B"]
+
+
+def test_csv_tail_read_returns_exactly_the_rows_since_start(tmp_path):
+    from stage2_assets.resources.market_data import read_tail_rows
+
+    full = _bars(3000, start="2000-01-03")
+    path = write_csv(tmp_path, "LONG", full)
+    for start in ["2011-06-01", "2000-01-03", "1999-01-01", "2011-07-01", "2030-01-01"]:
+        rows = read_tail_rows(path, dt.date.fromisoformat(start))
+        assert [r[0] for r in rows] == full.loc[full["date"] >= start, "date"].tolist()
+    source = CsvSource(folder=str(tmp_path))
+    recent = source.fetch({"LONG": dt.date(2011, 6, 1)}, dt.date(2020, 1, 1)).bars["LONG"]
+    assert recent["close"].tolist() == pytest.approx(
+        full.loc[full["date"] >= "2011-06-01", "close"].tolist()
+    )
+
+
+def test_csv_out_of_date_order_is_read_whole(tmp_path):
+    from stage2_assets.resources.market_data import read_tail_rows
+
+    full = _bars(3000, start="2000-01-03")
+    path = write_csv(tmp_path, "MIXED", full.iloc[::-1])  # newest first
+    assert read_tail_rows(path, dt.date(2011, 6, 1)) is None
+    result = CsvSource(folder=str(tmp_path)).fetch(
+        {"MIXED": dt.date(2011, 6, 1)}, dt.date(2020, 1, 1)
+    )
+    assert result.bars["MIXED"]["date"].min() == pd.Timestamp("2011-06-01")
+    assert len(result.bars["MIXED"]) == (full["date"] >= "2011-06-01").sum()

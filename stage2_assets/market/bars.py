@@ -18,6 +18,12 @@ STORED_COLUMNS = ["symbol", *BAR_COLUMNS, "source"]
 _ALIASES = {"adj close": "adj_close", "datetime": "date", "timestamp": "date", "index": "date"}
 
 
+def empty_bars() -> pd.DataFrame:
+    """A zero-row frame in the stored schema."""
+    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in STORED_COLUMNS})
+    return frame.astype({"symbol": "object", "source": "object", "date": "datetime64[ns]"})
+
+
 def _shape(frame: pd.DataFrame | None, symbol: str) -> pd.DataFrame | str:
     """The frame with our column names, or the reason it cannot have them."""
     if frame is None or frame.empty:
@@ -58,6 +64,19 @@ def normalize_frames(
     if not shaped:
         return {}, errors
     data = pd.concat(shaped, names=["symbol", "_row"]).reset_index(level=0).reset_index(drop=True)
+    return normalize_long(data, source, starts, end, errors)
+
+
+def normalize_long(
+    data: pd.DataFrame,
+    source: str,
+    starts: Mapping[str, dt.date] | None = None,
+    end: dt.date | None = None,
+    errors: dict[str, str] | None = None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """``normalize_frames`` for one long frame of ``symbol`` plus the bar columns, as raw text or numbers."""
+    errors = {} if errors is None else errors
+    shaped = data["symbol"].unique().tolist()
     raw_dates = data["date"]
     dates = pd.to_datetime(raw_dates, errors="coerce", format="ISO8601")
     if dates.isna().any():
@@ -68,6 +87,16 @@ def normalize_frames(
     bad = dates.isna()
     _record(errors, data, bad, lambda v: f"date {v!r} is not a date", "date")
     data["date"] = dates.dt.normalize().astype("datetime64[ns]")
+    # Clip before coercing values: an incremental fetch pays for the rows it keeps.
+    keep = bad.copy()
+    in_range = pd.Series(True, index=data.index)
+    if starts is not None:
+        in_range &= data["date"] >= data["symbol"].map(
+            {s: pd.Timestamp(d) for s, d in starts.items()}
+        )
+    if end is not None:
+        in_range &= data["date"] <= pd.Timestamp(end)
+    data = data[keep | in_range].copy()
     for column in [*PRICE_COLUMNS, "volume"]:
         values = pd.to_numeric(data[column], errors="coerce")
         not_numeric = values.isna() & data[column].notna()
@@ -81,11 +110,6 @@ def normalize_frames(
         data[column] = values.astype("float64")
     data = data[~data["symbol"].isin(errors)]
     data = data.dropna(how="all", subset=[*PRICE_COLUMNS, "volume"])
-    if starts is not None:
-        floor = data["symbol"].map({s: pd.Timestamp(d) for s, d in starts.items()})
-        data = data[data["date"] >= floor]
-    if end is not None:
-        data = data[data["date"] <= pd.Timestamp(end)]
     data = data.assign(source=source)[STORED_COLUMNS]
     bars = {
         str(symbol): group.sort_values("date", kind="stable").reset_index(drop=True)

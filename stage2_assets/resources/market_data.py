@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import csv
 import datetime as dt
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from pydantic import Field, PrivateAttr
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from stage2_assets.errors import DataSourceError, InvalidNameError
-from stage2_assets.market.bars import normalize_frames
+from stage2_assets.market.bars import BAR_COLUMNS, empty_bars, normalize_frames, normalize_long
 from stage2_assets.market.simulator import MarketSpec, RegimeSpec, simulate_bars
 from stage2_assets.names import validate_symbol
 
@@ -90,27 +92,88 @@ class CsvSource(MarketDataSource):
     def fetch(self, starts: Mapping[str, dt.date], end: dt.date) -> FetchResult:
         result = FetchResult()
         started = time.perf_counter()
-        raw: dict[str, pd.DataFrame] = {}
-        for symbol in starts:
+        rows: list[list[str]] = []
+        whole: dict[str, pd.DataFrame] = {}
+        for symbol, start in starts.items():
             try:
-                raw[symbol] = self._read(symbol)
+                path = self._path(symbol)
+                if not path.is_file():
+                    raise DataSourceError(f"{symbol}: no file {path.name} in {path.parent}")
+                tail = read_tail_rows(path, start)
+                if tail is None:
+                    whole[symbol] = self._read_whole(symbol, path)
+                else:
+                    rows.extend([symbol, *row] for row in tail)
             except (DataSourceError, InvalidNameError) as exc:
                 result.errors[symbol] = str(exc)
-        result.bars, errors = normalize_frames(raw, self.kind, starts, end)
+        bars, errors = normalize_frames(whole, self.kind, starts, end)
+        if rows:
+            long = pd.DataFrame(rows, columns=["symbol", *BAR_COLUMNS])
+            long_bars, long_errors = normalize_long(long, self.kind, starts, end)
+            bars.update(long_bars)
+            errors.update(long_errors)
+        for symbol in starts:
+            if symbol not in errors and symbol not in result.errors and symbol not in bars:
+                bars[symbol] = empty_bars()
+        result.bars = bars
         result.errors.update(errors)
         result.timed(list(starts), started)
         return result
 
-    def _read(self, symbol: str) -> pd.DataFrame:
-        path = self._path(symbol)
-        if not path.is_file():
-            raise DataSourceError(f"{symbol}: no file {path.name} in {path.parent}")
+    def _read_whole(self, symbol: str, path: Path) -> pd.DataFrame:
         try:
             return pd.read_csv(path)
         except pd.errors.EmptyDataError:
             raise DataSourceError(f"{symbol}: {path.name} is empty") from None
         except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
             raise DataSourceError(f"{symbol}: {path.name} cannot be parsed: {exc}") from None
+
+
+_TAIL_BYTES = 4_096  # ~90 daily rows; grows x4 until it reaches the start
+_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def read_tail_rows(path: Path, start: dt.date) -> list[list[str]] | None:
+    """Rows (text, in ``date,open,high,low,close,volume`` order) of a chronological CSV dated on or
+    after ``start``, reading only as much of the file's end as that needs.
+
+    Vendor files are written in date order, so an incremental refresh needs only their end. Returns
+    None when the fast path cannot be trusted (another header, a row of another width, a date that
+    is not YYYY-MM-DD, dates out of order, bytes that are not UTF-8): the caller reads it whole.
+    """
+    size = path.stat().st_size
+    floor = start.isoformat()
+    with path.open("rb") as handle:
+        header = handle.readline()
+        try:
+            names = [n.strip().lower() for n in header.decode("utf-8").strip().split(",")]
+        except UnicodeDecodeError:
+            return None
+        if names != BAR_COLUMNS:
+            return None
+        first = handle.readline().split(b",", 1)[0].decode("utf-8", "replace")
+        # Asked for the whole file (a first load): one pass, no tail probing.
+        chunk = size if first >= floor else _TAIL_BYTES
+        while True:
+            offset = max(len(header), size - chunk)
+            handle.seek(offset)
+            body = handle.read()
+            if offset > len(header):
+                body = body.split(b"\n", 1)[1] if b"\n" in body else b""
+            try:
+                lines = [line for line in csv.reader(body.decode("utf-8").splitlines()) if line]
+            except (UnicodeDecodeError, csv.Error):
+                return None
+            dates = [line[0] for line in lines]
+            if any(len(line) != len(BAR_COLUMNS) for line in lines) or not all(
+                _ISO_DAY.match(d) for d in dates
+            ):
+                return None
+            if dates != sorted(dates):
+                return None
+            if offset == len(header) or (dates and dates[0] < floor):
+                return [line for line in lines if line[0] >= floor]
+            chunk *= 4
 
 
 class RegimeConfig(dg.Config):

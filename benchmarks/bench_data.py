@@ -1,0 +1,114 @@
+"""Data-spine benchmark: full load of ../shared/market-data, a 5-day incremental refresh, features.
+
+Runs the same functions the assets run (fetch, store, GX gate, validated upsert, features) on a
+temporary copy of the data whose last 5 sessions are held back, then released. Prints wall time and
+the peak resident memory after each step, and the ratio incremental / full.
+
+    python benchmarks/bench_data.py [--data ../shared/market-data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+from stage2_assets.market.refresh import plan_starts, store_fetched  # noqa: E402
+from stage2_assets.market.validation import apply_passing, evaluate_quality  # noqa: E402
+from stage2_assets.ml.features import compute_features  # noqa: E402
+from stage2_assets.resources.market_data import CsvSource  # noqa: E402
+from stage2_assets.resources.warehouse import Warehouse  # noqa: E402
+
+HELD_BACK_SESSIONS = 5
+
+
+def measure(name: str, fn, results: list):
+    """Wall time of one step, and the process's peak resident memory when it ends."""
+    started = time.perf_counter()
+    value = fn()
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results.append((name, seconds, peak))
+    print(f"{name:<32} {seconds:8.2f} s   peak RSS so far {peak:8.1f} MiB", flush=True)
+    return value
+
+
+def refresh(warehouse: Warehouse, source: CsvSource, as_of: dt.date, run_id: str) -> dict:
+    """What raw_bars does: plan, fetch, store new and revised bars."""
+    with warehouse.connect() as conn:
+        starts = plan_starts(conn, source.available_symbols(), dt.date(2015, 1, 1), 5, as_of)
+    fetched = source.fetch(starts, as_of)
+    with warehouse.connect() as conn:
+        log = store_fetched(conn, fetched, starts, source.kind, run_id, as_of)
+    return {"fetched": int(log["fetched"].sum()), "new": int(log["new"].sum())}
+
+
+def gate(warehouse: Warehouse, run_id: str) -> dict:
+    """What the quality gate and validated_bars do: GX over pending bars, upsert the passing ones."""
+    with warehouse.connect() as conn:
+        report, pending = evaluate_quality(conn, run_id, 0.4, 5)
+        written = apply_passing(conn, report, run_id)
+    return {"judged": len(pending), "validated": len(written), "quarantined": report.failed}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data",
+        default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "market-data"),
+    )
+    args = parser.parse_args()
+    data = Path(args.data)
+    if not data.is_dir():
+        print(f"market data not found at {data}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "csv"
+        shutil.copytree(data, copy)
+        last_sessions = sorted(pd.read_csv(copy / "AAPL.csv", usecols=["date"])["date"])[
+            -HELD_BACK_SESSIONS:
+        ]
+        cut = dt.date.fromisoformat(last_sessions[0]) - dt.timedelta(days=1)
+        final = dt.date.fromisoformat(last_sessions[-1])
+        warehouse = Warehouse(database=str(Path(tmp) / "bench.duckdb"))
+        source = CsvSource(folder=str(copy))
+        results: list = []
+        # warm imports (GX, calendar) so the full load is not charged for them
+        evaluate_quality.__globals__["validate_bars"](pd.DataFrame(), pd.DataFrame(), final, 0.4, 5)
+        full = measure(
+            f"raw_bars full load to {cut}", lambda: refresh(warehouse, source, cut, "full"), results
+        )
+        full_gate = measure("quality gate, full load", lambda: gate(warehouse, "full"), results)
+        incr = measure(
+            f"raw_bars +{HELD_BACK_SESSIONS} sessions",
+            lambda: refresh(warehouse, source, final, "incr"),
+            results,
+        )
+        incr_gate = measure("quality gate, incremental", lambda: gate(warehouse, "incr"), results)
+        bars = warehouse.query_df(
+            "SELECT symbol, date, open, high, low, close, volume FROM validated_bars"
+        )
+        bars["date"] = pd.to_datetime(bars["date"])
+        table = measure("features (all symbols)", lambda: compute_features(bars), results)
+        print(f"full load: {full} / gate {full_gate}")
+        print(f"incremental: {incr} / gate {incr_gate}")
+        print(f"features: {len(table)} rows, {table['symbol'].nunique()} symbols")
+        print(f"ratio incremental/full, raw_bars refresh: {results[2][1] / results[0][1]:.3f}")
+        print(
+            f"ratio incremental/full, refresh + quality gate: {(results[2][1] + results[3][1]) / (results[0][1] + results[1][1]):.3f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
