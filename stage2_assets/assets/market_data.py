@@ -44,7 +44,7 @@ def table_summary(warehouse: Warehouse, table: str) -> dict:  # noqa: D103
     }
 
 
-def _md_table(frame: pd.DataFrame, limit: int = 30) -> dg.MetadataValue:
+def md_table(frame: pd.DataFrame, limit: int = 30) -> dg.MetadataValue:
     if frame.empty:
         return dg.MetadataValue.md("_none_")
     shown = frame.head(limit)
@@ -106,7 +106,7 @@ def raw_bars(
             "bars_new": dg.MetadataValue.int(summary["new"]),
             "bars_revised": dg.MetadataValue.int(summary["revised"]),
             "symbols_failed": dg.MetadataValue.int(len(fetched.errors)),
-            "failures": _md_table(failures),
+            "failures": md_table(failures),
             "fetch_seconds": dg.MetadataValue.float(round(fetch_seconds, 3)),
             "table": dg.MetadataValue.json(table_summary(warehouse, "raw_bars")),
         }
@@ -150,8 +150,8 @@ def raw_bars_quality_gate(
             "symbols_failed": dg.MetadataValue.int(len(report.errors)),
             "failed_share": dg.MetadataValue.float(round(report.failed_share, 4)),
             "expectations": dg.MetadataValue.int(report.expectations),
-            "quarantined": _md_table(quarantined),
-            "flagged": _md_table(flagged),
+            "quarantined": md_table(quarantined),
+            "flagged": md_table(flagged),
         },
     )
 

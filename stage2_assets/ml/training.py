@@ -1,0 +1,161 @@
+"""Lightning training of the batched ensemble: the module knows the model and its loss, the data
+module knows the data, the Trainer is configured from outside (``accelerator="auto"``)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
+
+from stage2_assets.ml.ensemble import BatchedMLP
+
+
+class EnsembleModule(L.LightningModule):
+    def __init__(
+        self, num_members: int, num_features: int, hidden: int, learning_rate: float, base_seed: int
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = BatchedMLP(num_members, num_features, hidden, base_seed)
+        self.loss = torch.nn.BCEWithLogitsLoss()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self.model(x)
+        # Every member sees the same batch; the mean of their losses trains each one on its own.
+        loss = self.loss(logits, y.unsqueeze(0).expand_as(logits))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val")
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
+
+
+class ArrayDataModule(L.LightningDataModule):
+    """Scaled arrays in memory. Batches are fetched whole (a BatchSampler as sampler), not row by row."""
+
+    def __init__(self, x_train, y_train, x_val, y_val, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.train_set = TensorDataset(
+            torch.as_tensor(x_train), torch.as_tensor(y_train, dtype=torch.float32)
+        )
+        self.val_set = TensorDataset(
+            torch.as_tensor(x_val), torch.as_tensor(y_val, dtype=torch.float32)
+        )
+        self.batch_size, self.seed = batch_size, seed
+
+    def train_dataloader(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        sampler = BatchSampler(
+            RandomSampler(self.train_set, generator=generator), self.batch_size, drop_last=False
+        )
+        return DataLoader(self.train_set, sampler=sampler, batch_size=None)
+
+    def val_dataloader(self):
+        sampler = BatchSampler(SequentialSampler(self.val_set), 8192, drop_last=False)
+        return DataLoader(self.val_set, sampler=sampler, batch_size=None)
+
+
+class KeepBest(L.Callback):
+    """Keeps the weights of the epoch with the lowest val/loss, in memory (no checkpoint files)."""
+
+    def __init__(self) -> None:
+        self.best_loss = float("inf")
+        self.best_state: dict | None = None
+        self.best_epoch = -1
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        loss = float(trainer.callback_metrics["val/loss"])
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch = loss, trainer.current_epoch
+            self.best_state = copy.deepcopy(pl_module.model.state_dict())
+
+
+@dataclass
+class TrainingResult:
+    model: BatchedMLP
+    best_epoch: int
+    epochs_run: int
+    best_val_loss: float
+    seconds: float
+    device: str
+    history: list[float] = field(default_factory=list)
+
+
+def train_ensemble(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    num_members: int,
+    hidden: int,
+    learning_rate: float,
+    batch_size: int,
+    max_epochs: int,
+    patience: int,
+    seed: int,
+    trainer_overrides: dict | None = None,
+) -> TrainingResult:
+    """Train the batched ensemble with early stopping on val/loss; return the best epoch's weights.
+
+    Deterministic on CPU for a given seed. ``trainer_overrides`` reach the Trainer (a test passes
+    ``{"fast_dev_run": True}``; a GPU box may pass ``{"precision": "16-mixed"}``).
+    """
+    L.seed_everything(seed, workers=True, verbose=False)
+    module = EnsembleModule(num_members, x_train.shape[1], hidden, learning_rate, seed)
+    data = ArrayDataModule(x_train, y_train, x_val, y_val, batch_size, seed)
+    keep = KeepBest()
+    settings = dict(
+        accelerator="auto",
+        devices=1,
+        max_epochs=max_epochs,
+        deterministic=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[
+            L.pytorch.callbacks.EarlyStopping(monitor="val/loss", patience=patience, mode="min"),
+            keep,
+        ],
+    )
+    settings.update(trainer_overrides or {})
+    trainer = L.Trainer(**settings)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    seconds = time.perf_counter() - started
+    model = module.model.cpu()
+    if keep.best_state is not None:
+        model.load_state_dict({k: v.cpu() for k, v in keep.best_state.items()})
+    return TrainingResult(
+        model=model,
+        best_epoch=keep.best_epoch,
+        epochs_run=trainer.current_epoch,
+        best_val_loss=keep.best_loss,
+        seconds=seconds,
+        device=str(trainer.strategy.root_device),
+    )

@@ -1,0 +1,219 @@
+"""The model store: versions on disk, the production pointer, the append-only event log.
+
+```
+models/
+  versions/vYYYYMMDD-HHMMSS/   weights.safetensors, metadata.json, checksums.json
+  production -> versions/v...  symlink, swapped atomically (os.replace of a fresh link)
+  events.jsonl                 trained / promoted / rolled back / pruned, with the reason
+```
+A version is written under a temporary name and renamed into place, so it appears whole or not at
+all; it is never overwritten. Loading verifies SHA-256 checksums and reads tensors only
+(safetensors): nothing is unpickled, no code runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from stage2_assets.errors import ModelStoreError
+from stage2_assets.names import validate_version
+
+WEIGHTS = "weights.safetensors"
+METADATA = "metadata.json"
+CHECKSUMS = "checksums.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ModelStore(dg.ConfigurableResource):
+    """Versions of the ensemble on disk, the production pointer and the audit log."""
+
+    root: str = Field(description="Model store folder (storage.models).")
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root)
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.path / "versions"
+
+    # --- writing -------------------------------------------------------------------------
+
+    def save_version(
+        self, tensors: dict, metadata: dict, now: dt.datetime | None = None, writer=None
+    ) -> str:
+        """Write a new version whole or not at all; return its name. ``writer`` replaces the
+        safetensors writer (tests simulate a full disk with it)."""
+        from safetensors.torch import save_file
+
+        writer = writer or save_file
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        moment = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+        tmp = self.versions_dir / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            writer({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS))
+            while (
+                True
+            ):  # the store never overwrites: two versions in one second take the next second
+                name = moment.strftime("v%Y%m%d-%H%M%S")
+                if not (self.versions_dir / name).exists():
+                    break
+                moment += dt.timedelta(seconds=1)
+            (tmp / METADATA).write_text(
+                json.dumps({**metadata, "version": name}, indent=2, sort_keys=True, default=str)
+            )
+            checksums = {WEIGHTS: _sha256(tmp / WEIGHTS), METADATA: _sha256(tmp / METADATA)}
+            (tmp / CHECKSUMS).write_text(json.dumps(checksums, indent=2))
+            for file in (WEIGHTS, METADATA, CHECKSUMS):
+                with (tmp / file).open("rb") as handle:
+                    os.fsync(handle.fileno())
+            os.rename(tmp, self.versions_dir / name)
+            _fsync_dir(self.versions_dir)
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise ModelStoreError(
+                    f"could not write a new version in {self.versions_dir}: {exc}; the store is unchanged"
+                ) from exc
+            raise
+        self.append_event("trained", name, reason=metadata.get("reason", "weekly retraining"))
+        return name
+
+    def append_event(self, event: str, version: str | None, reason: str, **extra) -> dict:
+        record = {
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "event": event,
+            "version": version,
+            "reason": reason,
+            **extra,
+        }
+        self.path.mkdir(parents=True, exist_ok=True)
+        with (self.path / "events.jsonl").open("a") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return record
+
+    def set_production(self, version: str, event: str, reason: str, **extra) -> dict:
+        """Point production at a complete version, atomically, and log why."""
+        self.verify(version)
+        previous = self.production()
+        link = self.path / "production"
+        tmp = self.path / f".production-{uuid.uuid4().hex}"
+        os.symlink(Path("versions") / version, tmp)
+        os.replace(tmp, link)
+        _fsync_dir(self.path)
+        return self.append_event(event, version, reason, previous=previous, **extra)
+
+    # --- reading -------------------------------------------------------------------------
+
+    def version_path(self, version: str) -> Path:
+        name = validate_version(version)
+        path = self.versions_dir / name
+        if not path.is_dir():
+            raise ModelStoreError(
+                f"version {name} is not in the model store {self.versions_dir} (see `stage2 versions`)"
+            )
+        return path
+
+    def versions(self) -> list[str]:
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.versions_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+
+    def production(self) -> str | None:
+        link = self.path / "production"
+        if not link.is_symlink():
+            return None
+        return Path(os.readlink(link)).name
+
+    def verify(self, version: str) -> Path:
+        """Check a version's files against its checksums; raise ModelStoreError naming the fault."""
+        path = self.version_path(version)
+        try:
+            expected = json.loads((path / CHECKSUMS).read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelStoreError(
+                f"version {version}: {CHECKSUMS} is missing or unreadable ({exc})"
+            ) from None
+        for file in (WEIGHTS, METADATA):
+            if not (path / file).is_file():
+                raise ModelStoreError(f"version {version}: {file} is missing")
+            if _sha256(path / file) != expected.get(file):
+                raise ModelStoreError(
+                    f"version {version}: {file} does not match its checksum (corrupted or tampered)"
+                )
+        return path
+
+    def metadata(self, version: str) -> dict:
+        path = self.verify(version)
+        return json.loads((path / METADATA).read_text())
+
+    def load(self, version: str) -> tuple[dict, dict]:
+        """(tensors, metadata) of a verified version; tensors only, nothing unpickled."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = self.verify(version)
+        try:
+            tensors = load_file(str(path / WEIGHTS))
+        except (SafetensorError, OSError) as exc:
+            raise ModelStoreError(
+                f"version {version}: {WEIGHTS} is not a safetensors file ({exc})"
+            ) from None
+        return tensors, json.loads((path / METADATA).read_text())
+
+    def events(self) -> list[dict]:
+        path = self.path / "events.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def production_history(self) -> list[str]:
+        """Every version production has pointed to, oldest first."""
+        seen: list[str] = []
+        for event in self.events():
+            if event["event"] in ("promoted", "rolled_back", "manual_promote") and event.get(
+                "version"
+            ):
+                seen.append(event["version"])
+        return seen
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete all but the newest ``keep`` versions, sparing every version production used."""
+        protected = set(self.production_history()) | {self.production()}
+        candidates = [v for v in self.versions() if v not in protected]
+        removed = candidates[: max(len(candidates) - keep, 0)]
+        for version in removed:
+            shutil.rmtree(self.versions_dir / version)
+            self.append_event(
+                "pruned", version, reason=f"retention keeps the newest {keep} versions"
+            )
+        return removed

@@ -1,0 +1,120 @@
+"""Weekly retraining: the time split, its refusals, and the train job end to end."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stage2_assets.errors import TrainingError
+from stage2_assets.market.simulator import MarketSpec, RegimeSpec, simulate_bars
+from stage2_assets.ml.dataset import time_split
+from stage2_assets.ml.features import FEATURE_COLUMNS, compute_features
+from stage2_assets.ml.metrics import classification_metrics, expected_calibration_error
+from stage2_assets_tests.test_data_pipeline import run_refresh
+
+CUTOFF = dt.date(2025, 6, 27)
+
+
+@pytest.fixture(scope="module")
+def feats():
+    spec = MarketSpec(
+        seed=2,
+        num_symbols=4,
+        start_date=dt.date(2023, 1, 3),
+        regimes=[RegimeSpec(dt.date(2023, 1, 3), 0.0, 0.015, 0.3)],
+    )
+    return compute_features(simulate_bars(spec, spec.symbols, dt.date(2025, 12, 31)))
+
+
+def test_split_is_by_time_with_an_embargo_and_nothing_after_the_cutoff(feats):
+    split = time_split(feats, CUTOFF, 365, 0.2, 3, 100)
+    assert split.train["date"].max() < split.val["date"].min()
+    gap = pd.bdate_range(split.train["date"].max(), split.val["date"].min())
+    assert len(gap) - 2 >= 3  # three trading dates embargoed between the slices
+    assert pd.to_datetime(split.val["label_date"]).max() <= pd.Timestamp(CUTOFF)
+    assert split.val["date"].nunique() == int(
+        np.ceil(0.2 * (split.train["date"].nunique() + split.val["date"].nunique() + 3))
+    )
+    np.testing.assert_allclose(
+        split.scaled(split.train).mean(axis=0), 0, atol=1e-5
+    )  # fitted on training only
+
+
+def test_too_few_rows_single_class_and_nan_are_refused(feats):
+    with pytest.raises(TrainingError, match="fewer than retraining.min_train_rows"):
+        time_split(feats, CUTOFF, 365, 0.2, 1, 10_000)
+    with pytest.raises(TrainingError, match="one class only"):
+        time_split(feats.assign(label=1), CUTOFF, 365, 0.2, 1, 100)
+    broken = feats.copy()
+    broken.loc[broken.index[300], "rsi_14"] = np.nan
+    with pytest.raises(TrainingError, match="NaN or infinite"):
+        time_split(broken, CUTOFF, 730, 0.2, 1, 100)
+    with pytest.raises(TrainingError, match="too few"):
+        time_split(feats, dt.date(2023, 3, 16), 365, 0.2, 1, 1)  # one labelled date
+
+
+def test_metrics_match_hand_worked_values():
+    prob = np.array([0.9, 0.8, 0.3, 0.6])
+    label = np.array([1, 0, 0, 0])
+    m = classification_metrics(prob, label)
+    assert m["accuracy"] == 0.5
+    assert m["balanced_accuracy"] == pytest.approx((1.0 + 1 / 3) / 2)
+    assert m["brier"] == pytest.approx((0.01 + 0.64 + 0.09 + 0.36) / 4)
+    assert m["log_loss"] == pytest.approx(
+        -(np.log(0.9) + np.log(0.2) + np.log(0.7) + np.log(0.4)) / 4
+    )
+    assert m["mean_confidence"] == pytest.approx((0.9 + 0.8 + 0.7 + 0.6) / 4)
+    # bins of width 0.1 over [0.5, 1]: {0.6}: 0 hits, {0.7}: 1 hit, {0.8}: 0, {0.9}: 1
+    assert expected_calibration_error(prob, label) == pytest.approx((0.6 + 0.3 + 0.8 + 0.1) / 4)
+
+
+TINY = {
+    "retraining": {
+        "num_models": 2,
+        "max_epochs": 3,
+        "hidden_units": 8,
+        "min_train_rows": 200,
+        "batch_size": 256,
+    }
+}
+
+
+def test_train_job_writes_a_complete_version_and_retrains_identically(write_settings, instance):
+    from stage2_assets.definitions import build_definitions
+    from stage2_assets.partitions import AS_OF_TAG, partition_key_for
+    from stage2_assets.resources.model_store import ModelStore
+
+    settings = write_settings(TINY)
+    assert run_refresh(settings, instance, CUTOFF).success
+    job = build_definitions(settings).resolve_job_def("train_ensemble")
+    tags = {AS_OF_TAG: CUTOFF.isoformat()}
+    first = job.execute_in_process(
+        instance=instance, partition_key=partition_key_for(CUTOFF), tags=tags
+    )
+    second = job.execute_in_process(
+        instance=instance, partition_key=partition_key_for(CUTOFF), tags=tags
+    )
+    assert first.success and second.success
+    store = ModelStore(root=str(settings.models_path))
+    v1, v2 = store.versions()
+    m1, m2 = store.metadata(v1), store.metadata(v2)
+    assert m1["cutoff"] == "2025-06-27"
+    assert m1["data_range"]["validation"][1] <= "2025-06-27"
+    assert m1["features"] == list(FEATURE_COLUMNS)
+    assert m1["symbols"] == [f"SIM{i:03d}" for i in range(6)]
+    assert (
+        set(m1["metrics"]) == {"ensemble", "members", "baselines"}
+        and len(m1["metrics"]["members"]) == 2
+    )
+    assert set(m1["metrics"]["baselines"]) == {"majority", "yesterday"}
+    assert {
+        "git_commit",
+        "data_fingerprint",
+        "library_versions",
+        "hyperparameters",
+        "trained_at",
+    } <= set(m1)
+    assert m1["metrics"] == m2["metrics"]  # same cut-off, same data, same seed: same model on CPU
+    assert m1["data_fingerprint"] == m2["data_fingerprint"]
+    assert store.production() is None  # training alone never moves the pointer
