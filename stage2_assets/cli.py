@@ -45,6 +45,7 @@ def run_job(
     as_of: dt.date | None,
     extra_tags: dict | None = None,
     log_level: str = "WARNING",
+    run_config: dict | None = None,
 ):
     """Run a partitioned job for the week of ``as_of`` (default today) through the instance."""
     import dagster as dg
@@ -64,7 +65,10 @@ def run_job(
                 partition_key=key,
                 tags=tags,
                 raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                run_config={
+                    **(run_config or {}),
+                    "loggers": {"console": {"config": {"log_level": log_level}}},
+                },
             )
         )
     return result
@@ -106,6 +110,142 @@ def cmd_refresh(args, settings) -> int:
     return _report_run(result, "refresh_market_data")
 
 
+def cmd_weekly(args, settings) -> int:
+    result = run_job(settings, "weekly_adaptation", args.as_of, log_level=args.log_level)
+    code = _report_run(result, "weekly_adaptation")
+    store = _store(settings)
+    print(f"production: {store.production() or 'none'}")
+    return code
+
+
+def cmd_train(args, settings) -> int:
+    result = run_job(settings, "train_ensemble", args.as_of, log_level=args.log_level)
+    code = _report_run(result, "train_ensemble")
+    if code == 0:
+        print(f"new version: {_store(settings).versions()[-1]}")
+    return code
+
+
+def _store(settings):
+    from stage2_assets.resources.model_store import ModelStore
+
+    return ModelStore(root=str(settings.models_path))
+
+
+def cmd_versions(args, settings) -> int:
+    store = _store(settings)
+    production = store.production()
+    listing = []
+    for version in store.versions():
+        meta = store.metadata(version)
+        listing.append(
+            {
+                "version": version,
+                "cutoff": meta.get("cutoff"),
+                "production": version == production,
+                "metrics": meta["metrics"]["ensemble"],
+                "baselines": {k: v["accuracy"] for k, v in meta["metrics"]["baselines"].items()},
+                "trained_at": meta.get("trained_at"),
+                "path": str(store.version_path(version).resolve()),
+            }
+        )
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    if not listing:
+        print(f"no versions in {store.versions_dir}")
+    for item in listing:
+        m = item["metrics"]
+        mark = "*" if item["production"] else " "
+        print(
+            f"{mark} {item['version']}  cutoff {item['cutoff']}  accuracy {m['accuracy']:.4f}  "
+            f"log loss {m['log_loss']:.4f}  ECE {m['ece']:.4f}  (majority {item['baselines']['majority']:.4f})"
+        )
+    return 0
+
+
+def _pointer(settings, job: str, version: str, reason: str, log_level: str) -> int:
+    from stage2_assets.names import validate_version
+
+    store = _store(settings)
+    if version:
+        store.version_path(validate_version(version))  # refuse before launching anything
+    config = {
+        "ops": {
+            "production_pointer": {
+                "config": {"action": job.split("_")[0], "version": version, "reason": reason}
+            }
+        }
+    }
+    result = run_job(settings, f"{job}", None, log_level=log_level, run_config=config)
+    code = _report_run(result, job)
+    print(f"production: {store.production() or 'none'}")
+    return code
+
+
+def cmd_promote(args, settings) -> int:
+    return _pointer(
+        settings,
+        "promote_version",
+        args.version,
+        args.reason or "manual override (stage2 promote)",
+        args.log_level,
+    )
+
+
+def cmd_rollback(args, settings) -> int:
+    return _pointer(
+        settings,
+        "rollback_production",
+        args.version or "",
+        args.reason or "manual rollback (stage2 rollback)",
+        args.log_level,
+    )
+
+
+def cmd_predict(args, settings) -> int:
+    from stage2_assets.ml.predictor import EnsemblePredictor
+    from stage2_assets.names import validate_version
+    from stage2_assets.resources.warehouse import Warehouse
+
+    store = _store(settings)
+    predictor = EnsemblePredictor.load(
+        store, validate_version(args.version) if args.version else None
+    )
+    day = args.as_of or dt.date.today()
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT * FROM features WHERE date <= ? QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY date DESC) = 1 ORDER BY symbol",
+            [day],
+        ).df()
+    if rows.empty:
+        raise Stage2Error(f"no features on or before {day}: run `stage2 refresh` first")
+    out = predictor.predict(rows)
+    records = [
+        {
+            "symbol": r.symbol,
+            "date": str(r.date)[:10],
+            "prob_up": round(float(r.prob_up), 6),
+            "confidence": round(float(r.confidence), 6),
+        }
+        for r in out.itertuples()
+    ]
+    if args.json:
+        print(
+            json.dumps(
+                {"version": predictor.version, "as_of": day.isoformat(), "predictions": records},
+                indent=2,
+            )
+        )
+    else:
+        print(f"version {predictor.version}, features as of {day}")
+        for r in records:
+            print(
+                f"{r['symbol']:<8} {r['date']}  P(up) {r['prob_up']:.4f}  confidence {r['confidence']:.4f}"
+            )
+    return 0
+
+
 def cmd_status(args, settings) -> int:
     from stage2_assets.status import collect_status
 
@@ -124,6 +264,14 @@ def cmd_status(args, settings) -> int:
         )
         for item in status["quarantine"]:
             print(f"quarantined {item['symbol']}: {'; '.join(item['reasons'])}")
+        production = status["production"]
+        print(f"production: {production['version'] or 'none'} (since {production['since']})")
+        print(f"shadow: {', '.join(status['shadow']) or 'none'}")
+        last = status["last_comparison"]
+        if last:
+            print(
+                f"last comparison: {last['candidate']} vs {last['production']}: {last['decision']} ({last['reason']})"
+            )
     return 0
 
 
@@ -141,6 +289,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     refresh.add_argument("--as-of", type=_date, help="answer as of this date (default: today)")
     refresh.set_defaults(func=cmd_refresh)
+    weekly = sub.add_parser(
+        "weekly", help="run one week of the adaptation loop (weekly_adaptation)"
+    )
+    weekly.add_argument("--as-of", type=_date, help="the week's as-of date (default: today)")
+    weekly.set_defaults(func=cmd_weekly)
+    train = sub.add_parser(
+        "train", help="train a candidate for the week of a date (train_ensemble)"
+    )
+    train.add_argument("--as-of", type=_date, help="cut-off date (default: today)")
+    train.set_defaults(func=cmd_train)
+    versions = sub.add_parser("versions", help="list model versions")
+    versions.add_argument(
+        "--json", action="store_true", help="machine-readable output (a contract)"
+    )
+    versions.set_defaults(func=cmd_versions)
+    promote = sub.add_parser("promote", help="make a version production (manual override, logged)")
+    promote.add_argument("version")
+    promote.add_argument("--reason", default="")
+    promote.set_defaults(func=cmd_promote)
+    rollback = sub.add_parser(
+        "rollback", help="point production back at VERSION or the previous version"
+    )
+    rollback.add_argument("version", nargs="?")
+    rollback.add_argument("--reason", default="")
+    rollback.set_defaults(func=cmd_rollback)
+    predict = sub.add_parser("predict", help="probability of up and confidence per symbol")
+    predict.add_argument("--version", help="version (default: production)")
+    predict.add_argument(
+        "--as-of", type=_date, help="use each symbol's latest features on or before this date"
+    )
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(func=cmd_predict)
     status = sub.add_parser("status", help="what the stores hold")
     status.add_argument("--json", action="store_true", help="machine-readable output (a contract)")
     status.set_defaults(func=cmd_status)

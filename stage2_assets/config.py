@@ -73,10 +73,11 @@ class Regime(_Section):
     start: dt.date = Field(description="First session of this regime.")
     drift: float = Field(description="Mean daily log return.")
     volatility: float = Field(gt=0, description="Daily volatility of log returns.")
-    autocorrelation: float = Field(
-        ge=-0.95,
-        le=0.95,
-        description="Lag-1 autocorrelation of daily returns (the learnable signal).",
+    momentum: float = Field(
+        ge=-0.19,
+        le=0.19,
+        description="Coefficient on the sum of the previous 5 daily returns (the learnable signal); "
+        "negative means mean reversion. |momentum| < 0.2 keeps the process stationary.",
     )
 
 
@@ -86,11 +87,11 @@ class SimulatedMarket(_Section):
     start_date: dt.date = Field(dt.date(2019, 1, 2), description="First simulated session.")
     regimes: list[Regime] = Field(
         default_factory=lambda: [
-            Regime(start=dt.date(2019, 1, 2), drift=0.0004, volatility=0.012, autocorrelation=0.3),
-            Regime(start=dt.date(2022, 1, 3), drift=-0.0002, volatility=0.02, autocorrelation=-0.3),
-            Regime(start=dt.date(2024, 7, 1), drift=0.0003, volatility=0.014, autocorrelation=0.3),
+            Regime(start=dt.date(2019, 1, 2), drift=0.0004, volatility=0.012, momentum=0.1),
+            Regime(start=dt.date(2022, 1, 3), drift=-0.0002, volatility=0.02, momentum=-0.1),
+            Regime(start=dt.date(2024, 7, 1), drift=0.0003, volatility=0.014, momentum=0.1),
         ],
-        description="Regimes in force from their start date: drift, volatility, autocorrelation.",
+        description="Regimes in force from their start date: drift, volatility, momentum.",
     )
     warts: list[Literal["duplicate_day", "zero_price", "nan_close", "split", "gap", "bad_high"]] = (
         Field(

@@ -2,8 +2,14 @@
 
 import dagster as dg
 
+from stage2_assets.assets.deployment import production_pointer
 from stage2_assets.assets.features import features
 from stage2_assets.assets.market_data import raw_bars, raw_bars_quality_gate, validated_bars
+from stage2_assets.assets.monitoring import (
+    model_performance,
+    model_performance_production_not_degraded,
+)
+from stage2_assets.assets.shadow import predictions, shadow_comparison
 from stage2_assets.assets.training import ensemble_vN
 from stage2_assets.config import Settings, get_settings
 from stage2_assets.resources.market_data import source_from_settings
@@ -13,6 +19,14 @@ from stage2_assets.resources.warehouse import Warehouse
 
 DATA_ASSETS = [raw_bars, validated_bars, features]
 TRAINING_ASSETS = [ensemble_vN]
+ADAPTATION_ASSETS = [
+    *DATA_ASSETS,
+    predictions,
+    model_performance,
+    *TRAINING_ASSETS,
+    shadow_comparison,
+    production_pointer,
+]
 
 refresh_market_data = dg.define_asset_job(
     name="refresh_market_data",
@@ -24,6 +38,38 @@ train_ensemble = dg.define_asset_job(
     name="train_ensemble",
     selection=dg.AssetSelection.assets(*TRAINING_ASSETS),
     description="Train a candidate ensemble on the window ending at the partition's cut-off.",
+)
+
+weekly_adaptation = dg.define_asset_job(
+    name="weekly_adaptation",
+    selection=dg.AssetSelection.assets(*ADAPTATION_ASSETS),
+    description=(
+        "One week of the loop: refresh, quality gate, features, predictions and outcomes, performance, "
+        "a new candidate, the comparison of every candidate whose shadow period ended, the pointer decision."
+    ),
+)
+
+
+def _pointer_job(name: str, action: str, description: str):
+    return dg.define_asset_job(
+        name=name,
+        selection=dg.AssetSelection.assets(production_pointer),
+        config={
+            "ops": {
+                "production_pointer": {"config": {"action": action, "version": "", "reason": ""}}
+            }
+        },
+        description=description,
+    )
+
+
+promote_version = _pointer_job(
+    "promote_version", "promote", "Manual override: make a named version production."
+)
+rollback_production = _pointer_job(
+    "rollback_production",
+    "rollback",
+    "Point production back at a named version, or at the previous one.",
 )
 
 
@@ -39,9 +85,15 @@ def resources_for(settings: Settings) -> dict:
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*DATA_ASSETS, *TRAINING_ASSETS],
-        asset_checks=[raw_bars_quality_gate],
-        jobs=[refresh_market_data, train_ensemble],
+        assets=ADAPTATION_ASSETS,
+        asset_checks=[raw_bars_quality_gate, model_performance_production_not_degraded],
+        jobs=[
+            refresh_market_data,
+            train_ensemble,
+            weekly_adaptation,
+            promote_version,
+            rollback_production,
+        ],
         resources=resources_for(settings),
         # Steps are small: one process avoids ~3 s of start-up per step (stack notes).
         executor=dg.in_process_executor,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from stage2_assets.config import Settings
 from stage2_assets.market.refresh import stored_source, summarize_log
 from stage2_assets.market.validation import quarantine_rows
+from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.warehouse import Warehouse
 
 TABLES = ("raw_bars", "validated_bars", "features")
@@ -33,10 +34,68 @@ def collect_status(settings: Settings) -> dict:
         ).df()
         source = stored_source(conn)
         quarantine = quarantine_rows(conn)
+        comparison = conn.execute(
+            "SELECT * FROM shadow_comparisons ORDER BY decided_at DESC LIMIT 1"
+        ).df()
+        performance = conn.execute(
+            "SELECT * FROM model_performance QUALIFY row_number() OVER (PARTITION BY model_version ORDER BY as_of DESC) = 1"
+        ).df()
+        shadow_versions = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT model_version FROM predictions WHERE role = 'shadow' ORDER BY 1"
+            ).fetchall()
+        ]
+        decided = {
+            r[0]
+            for r in conn.execute(
+                "SELECT candidate FROM shadow_comparisons WHERE decision <> 'insufficient data'"
+            ).fetchall()
+        }
+    store = ModelStore(root=str(settings.models_path))
+    production = store.production()
+    since = next(
+        (
+            e["at"]
+            for e in reversed(store.events())
+            if e.get("version") == production
+            and e["event"] in ("promoted", "rolled_back", "manual_promote")
+        ),
+        None,
+    )
     return {
         "source": source or settings.data_source.kind,
         "warehouse": str(settings.warehouse_path),
         "tables": tables,
         "quarantine": quarantine,
         "last_refresh": summarize_log(log),
+        "production": {"version": production, "since": since},
+        "shadow": [v for v in shadow_versions if v not in decided and v != production],
+        "last_comparison": _comparison(comparison),
+        "performance": {
+            row.model_version: {
+                k: float(getattr(row, k))
+                for k in ("accuracy", "ece", "brier", "sharpe", "max_drawdown")
+            }
+            | {"as_of": str(row.as_of)[:10], "rows": int(row.rows), "role": row.role}
+            for row in performance.itertuples()
+        },
+        "versions": store.versions(),
+    }
+
+
+def _comparison(frame) -> dict | None:
+    if frame.empty:
+        return None
+    row = frame.iloc[0]
+    return {
+        "candidate": row["candidate"],
+        "production": row["production"],
+        "rows": int(row["rows"]),
+        "p_values": {"mcnemar": float(row["p_mcnemar"]), "paired": float(row["p_paired"])},
+        "accuracy_diff": float(row["accuracy_diff"]),
+        "ci": [float(row["ci_low"]), float(row["ci_high"])],
+        "decision": row["decision"],
+        "reason": row["reason"],
+        "as_of": str(row["as_of"])[:10],
     }

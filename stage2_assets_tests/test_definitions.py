@@ -8,19 +8,56 @@ def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
 
 
+DESIGN_ASSETS = {
+    "raw_bars",
+    "validated_bars",
+    "features",
+    "ensemble_vN",
+    "predictions",
+    "model_performance",
+    "shadow_comparison",
+    "production_pointer",
+}
+JOBS = {
+    "refresh_market_data",
+    "train_ensemble",
+    "weekly_adaptation",
+    "promote_version",
+    "rollback_production",
+}
+
+
+def _checks():
+    graph = defs.resolve_asset_graph()
+    return {key.name: graph.get_check_spec(key) for key in graph.asset_check_keys}
+
+
 def test_every_design_asset_job_and_check_is_defined():
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert {"raw_bars", "validated_bars", "features"} <= keys
-    assert defs.resolve_job_def("refresh_market_data") is not None
-    checks = {key.name for key in graph.asset_check_keys}
-    assert "raw_bars_quality_gate" in checks
+    assert keys == DESIGN_ASSETS
+    for job in JOBS:
+        assert defs.resolve_job_def(job).name == job
+    assert set(_checks()) == {"raw_bars_quality_gate", "model_performance_production_not_degraded"}
 
 
-def test_the_quality_gate_is_blocking():
-    spec = next(iter(defs.resolve_asset_graph().asset_check_keys))
-    node = defs.resolve_asset_graph().get_check_spec(spec)
-    assert node.blocking is True
+def test_the_graph_follows_the_design():
+    graph = defs.resolve_asset_graph()
+
+    def parents(name):
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
+
+    assert parents("validated_bars") == {"raw_bars"}
+    assert parents("features") == {"validated_bars"}
+    assert parents("ensemble_vN") == {"features"}
+    assert parents("shadow_comparison") == {"predictions", "ensemble_vN"}
+    assert parents("production_pointer") == {"shadow_comparison", "model_performance"}
+
+
+def test_the_quality_gate_blocks_and_the_degradation_check_does_not():
+    checks = _checks()
+    assert checks["raw_bars_quality_gate"].blocking is True
+    assert checks["model_performance_production_not_degraded"].blocking is False
 
 
 def test_definitions_follow_the_settings(write_settings):

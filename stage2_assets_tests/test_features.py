@@ -13,7 +13,7 @@ SPEC = MarketSpec(
     seed=5,
     num_symbols=3,
     start_date=dt.date(2023, 1, 3),
-    regimes=[RegimeSpec(dt.date(2023, 1, 3), 0.0002, 0.015, 0.2)],
+    regimes=[RegimeSpec(dt.date(2023, 1, 3), 0.0002, 0.015, 0.1)],
 )
 
 

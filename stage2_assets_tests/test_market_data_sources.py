@@ -102,8 +102,8 @@ SPEC = MarketSpec(
     num_symbols=4,
     start_date=dt.date(2023, 1, 3),
     regimes=[
-        RegimeSpec(dt.date(2023, 1, 3), 0.0, 0.01, 0.4),
-        RegimeSpec(dt.date(2023, 9, 1), 0.0, 0.03, -0.4),
+        RegimeSpec(dt.date(2023, 1, 3), 0.0, 0.01, 0.15),
+        RegimeSpec(dt.date(2023, 9, 1), 0.0, 0.03, -0.15),
     ],
 )
 
@@ -125,14 +125,15 @@ def test_simulated_bars_respect_ohlc_and_the_nyse_calendar():
     assert bars.groupby("symbol").size().eq(250).all()
 
 
-def test_simulated_regime_change_flips_the_autocorrelation():
+def test_simulated_regime_change_flips_the_momentum():
     bars = simulate_bars(SPEC, SPEC.symbols, dt.date(2024, 6, 28))
-    returns = bars.assign(r=np.log(bars["close"])).groupby("symbol")["r"].diff()
-    bars = bars.assign(r=returns, prev=returns.groupby(bars["symbol"]).shift(1)).dropna()
-    before = bars[bars["date"] < "2023-09-01"]
-    after = bars[bars["date"] >= "2023-09-05"]
-    assert before["r"].corr(before["prev"]) > 0.25
-    assert after["r"].corr(after["prev"]) < -0.25
+    r = np.log(bars["close"]).groupby(bars["symbol"]).diff()
+    past5 = r.groupby(bars["symbol"]).transform(lambda s: s.shift(1).rolling(5).sum())
+    frame = bars.assign(r=r, past5=past5).dropna()
+    before = frame[frame["date"] < "2023-09-01"]
+    after = frame[frame["date"] >= "2023-09-12"]
+    assert before["r"].corr(before["past5"]) > 0.15
+    assert after["r"].corr(after["past5"]) < -0.15
 
 
 def test_planted_warts_land_on_distinct_symbols():
@@ -278,3 +279,14 @@ def test_csv_out_of_date_order_is_read_whole(tmp_path):
     )
     assert result.bars["MIXED"]["date"].min() == pd.Timestamp("2011-06-01")
     assert len(result.bars["MIXED"]) == (full["date"] >= "2011-06-01").sum()
+
+
+def test_an_explosive_momentum_is_refused():
+    spec = MarketSpec(
+        seed=1,
+        num_symbols=1,
+        start_date=dt.date(2023, 1, 3),
+        regimes=[RegimeSpec(dt.date(2023, 1, 3), 0.0, 0.01, 0.4)],
+    )
+    with pytest.raises(ValueError, match=r"\|momentum\| must stay below 0.2"):
+        simulate_bars(spec, spec.symbols, dt.date(2023, 6, 30))

@@ -5,9 +5,21 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from stage2_assets.stats.comparison import INSUFFICIENT, KEEP, PROMOTE, compare, day_block_bootstrap_ci, mcnemar_exact
+from stage2_assets.stats.comparison import (
+    INSUFFICIENT,
+    KEEP,
+    PROMOTE,
+    compare,
+    day_block_bootstrap_ci,
+    mcnemar_exact,
+)
 
-RULE = {"significance_level": 0.05, "min_improvement": 0.01, "min_samples": 100, "bootstrap_samples": 500}
+RULE = {
+    "significance_level": 0.05,
+    "min_improvement": 0.01,
+    "min_samples": 100,
+    "bootstrap_samples": 500,
+}
 
 
 def test_mcnemar_exact_matches_the_textbook_example():
@@ -38,15 +50,23 @@ def test_bootstrap_interval_is_reproducible_and_covers_the_mean():
 def _paired(rng, days=20, symbols=25, cand_edge=0.0, prod_edge=0.0):
     n = days * symbols
     label = rng.integers(0, 2, n)
+
     def model(edge):
         right = rng.random(n) < 0.5 + edge
         direction = np.where(right, label, 1 - label)
-        return np.where(direction == 1, 0.5 + rng.uniform(0.01, 0.2, n), 0.5 - rng.uniform(0.01, 0.2, n))
-    return pd.DataFrame({
-        "date": np.repeat(pd.bdate_range("2025-01-01", periods=days), symbols),
-        "label": label, "fwd_return": np.where(label == 1, 0.01, -0.01),
-        "prob_candidate": model(cand_edge), "prob_production": model(prod_edge),
-    })
+        return np.where(
+            direction == 1, 0.5 + rng.uniform(0.01, 0.2, n), 0.5 - rng.uniform(0.01, 0.2, n)
+        )
+
+    return pd.DataFrame(
+        {
+            "date": np.repeat(pd.bdate_range("2025-01-01", periods=days), symbols),
+            "label": label,
+            "fwd_return": np.where(label == 1, 0.01, -0.01),
+            "prob_candidate": model(cand_edge),
+            "prob_production": model(prod_edge),
+        }
+    )
 
 
 def test_a_clearly_better_candidate_is_promoted_and_the_statistics_agree():
@@ -80,7 +100,8 @@ def test_a_tie_is_kept():
 
 def test_identical_models_are_falsely_promoted_at_most_at_the_significance_level():
     promotions = sum(
-        compare(_paired(np.random.default_rng(seed), days=10, symbols=40), **RULE).decision == PROMOTE
+        compare(_paired(np.random.default_rng(seed), days=10, symbols=40), **RULE).decision
+        == PROMOTE
         for seed in range(300)
     )
     assert promotions / 300 <= 0.05  # promote needs p < 0.05 and a positive gain: ~2.5% expected

@@ -22,7 +22,7 @@ def feats():
         seed=2,
         num_symbols=4,
         start_date=dt.date(2023, 1, 3),
-        regimes=[RegimeSpec(dt.date(2023, 1, 3), 0.0, 0.015, 0.3)],
+        regimes=[RegimeSpec(dt.date(2023, 1, 3), 0.0, 0.015, 0.1)],
     )
     return compute_features(simulate_bars(spec, spec.symbols, dt.date(2025, 12, 31)))
 

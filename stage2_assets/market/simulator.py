@@ -1,8 +1,10 @@
 """A seeded market simulator with regime changes, for offline runs and planted-effect tests.
 
-Each symbol's daily log return follows an AR(1) process whose drift, volatility and lag-1
-autocorrelation switch at the regime dates; the autocorrelation is the signal a model can learn,
-and its sign flips between regimes so a model fitted to one regime decays in the next.
+Each symbol's daily log return depends on the sum of its previous five returns (5-day momentum,
+or mean reversion when the coefficient is negative) plus noise; drift, volatility and the momentum
+coefficient switch at the regime dates. The momentum is the signal a model can learn: it is spread
+over several days, so yesterday's direction alone captures only part of it, and its sign flips
+between regimes, so a model fitted to one regime decays in the next.
 
 Bars are a pure function of (seed, symbol index, session): the bars up to a date never depend on
 how far the simulation runs, so answering "as of" any date is consistent with every later answer.
@@ -24,6 +26,7 @@ WART_KINDS = ("duplicate_day", "zero_price", "nan_close", "split", "gap", "bad_h
 # Planted faults sit this many sessions after the start, so every as-of past it shows them.
 WART_SESSION = 150
 _DRAWS_PER_SESSION = 5
+MOMENTUM_DAYS = 5
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class RegimeSpec:
     start: dt.date
     drift: float
     volatility: float
-    autocorrelation: float
+    momentum: float
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,15 @@ def simulate_bars(spec: MarketSpec, symbols: Sequence[str], end: dt.date) -> pd.
         raise ValueError(
             f"unknown simulated symbol(s) {', '.join(unknown)}; this market has {universe[0]}..{universe[-1]}"
         )
+    explosive = [r for r in spec.regimes if abs(r.momentum) * MOMENTUM_DAYS >= 1]
+    if explosive:
+        raise ValueError(
+            f"regime starting {explosive[0].start}: |momentum| must stay below {1 / MOMENTUM_DAYS} or prices explode"
+        )
     regime = _regime_index(sessions, spec.regimes)
     drift = np.array([r.drift for r in spec.regimes])[regime]
     vol = np.array([r.volatility for r in spec.regimes])[regime]
-    phi = np.array([r.autocorrelation for r in spec.regimes])[regime]
+    phi = np.array([r.momentum for r in spec.regimes])[regime]
     wart_of = {symbol: kind for kind, symbol in spec.wart_symbols().items()}
     frames = [
         _simulate_one(
@@ -111,12 +119,14 @@ def _simulate_one(
         (len(sessions), _DRAWS_PER_SESSION)
     )
     sigma = vol * vol_scale
-    innovation = sigma * np.sqrt(1.0 - phi**2) * draws[:, 0]
-    returns = np.empty(len(sessions))
-    previous = 0.0
+    innovation = sigma * draws[:, 0]
+    returns = np.zeros(len(sessions))
+    window = 0.0  # sum of the previous MOMENTUM_DAYS excess returns
     for t in range(len(sessions)):
-        previous = drift[t] + phi[t] * (previous - drift[t]) + innovation[t]
-        returns[t] = previous
+        returns[t] = drift[t] + phi[t] * window + innovation[t]
+        window += returns[t] - drift[t]
+        if t >= MOMENTUM_DAYS:
+            window -= returns[t - MOMENTUM_DAYS] - drift[t - MOMENTUM_DAYS]
     close = price0 * np.exp(np.cumsum(returns))
     prev_close = np.concatenate([[price0], close[:-1]])
     open_ = prev_close * np.exp(0.25 * sigma * draws[:, 1])

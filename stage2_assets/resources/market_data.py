@@ -180,7 +180,7 @@ class RegimeConfig(dg.Config):
     start: str = Field(description="First session of the regime (YYYY-MM-DD).")
     drift: float
     volatility: float
-    autocorrelation: float
+    momentum: float
 
 
 class SimulatedSource(MarketDataSource):
@@ -202,7 +202,7 @@ class SimulatedSource(MarketDataSource):
             num_symbols=self.num_symbols,
             start_date=dt.date.fromisoformat(self.start_date),
             regimes=[
-                RegimeSpec(dt.date.fromisoformat(r.start), r.drift, r.volatility, r.autocorrelation)
+                RegimeSpec(dt.date.fromisoformat(r.start), r.drift, r.volatility, r.momentum)
                 for r in self.regimes
             ],
             warts=tuple(self.warts),
@@ -397,7 +397,7 @@ def source_from_settings(settings) -> MarketDataSource:
                 start=r.start.isoformat(),
                 drift=r.drift,
                 volatility=r.volatility,
-                autocorrelation=r.autocorrelation,
+                momentum=r.momentum,
             )
             for r in sim.regimes
         ],

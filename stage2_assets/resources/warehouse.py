@@ -68,6 +68,32 @@ CREATE TABLE IF NOT EXISTS features (
     label TINYINT, fwd_return DOUBLE, label_date DATE,
     PRIMARY KEY (symbol, date)
 );
+CREATE TABLE IF NOT EXISTS predictions (
+    model_version VARCHAR NOT NULL, role VARCHAR NOT NULL, symbol VARCHAR NOT NULL, date DATE NOT NULL,
+    prob_up DOUBLE, confidence DOUBLE, logged_at TIMESTAMP, logged_as_of DATE, run_id VARCHAR,
+    label TINYINT, fwd_return DOUBLE, label_date DATE, outcome_filled_at TIMESTAMP,
+    PRIMARY KEY (model_version, symbol, date)
+);
+CREATE TABLE IF NOT EXISTS model_performance (
+    model_version VARCHAR NOT NULL, role VARCHAR, as_of DATE NOT NULL, window_start DATE, window_end DATE,
+    rows INTEGER, days INTEGER, accuracy DOUBLE, balanced_accuracy DOUBLE, log_loss DOUBLE, brier DOUBLE,
+    ece DOUBLE, mean_confidence DOUBLE, share_up DOUBLE, sharpe DOUBLE, max_drawdown DOUBLE,
+    reliability VARCHAR, run_id VARCHAR,
+    PRIMARY KEY (model_version, as_of)
+);
+CREATE TABLE IF NOT EXISTS shadow_comparisons (
+    candidate VARCHAR NOT NULL, production VARCHAR, as_of DATE NOT NULL, period_start DATE, period_end DATE,
+    rows INTEGER, days INTEGER, candidate_accuracy DOUBLE, production_accuracy DOUBLE, accuracy_diff DOUBLE,
+    ci_low DOUBLE, ci_high DOUBLE, p_mcnemar DOUBLE, p_paired DOUBLE, decision VARCHAR, reason VARCHAR,
+    details VARCHAR, run_id VARCHAR, decided_at TIMESTAMP,
+    PRIMARY KEY (candidate, as_of)
+);
+CREATE TABLE IF NOT EXISTS degradation_log (
+    model_version VARCHAR NOT NULL, as_of DATE NOT NULL, recent_rows INTEGER, baseline_rows INTEGER,
+    recent_accuracy DOUBLE, baseline_accuracy DOUBLE, drop DOUBLE, p_value DOUBLE, degraded BOOLEAN,
+    reason VARCHAR, run_id VARCHAR,
+    PRIMARY KEY (model_version, as_of)
+);
 """
 
 # Nothing may phone home: DuckDB would otherwise fetch extensions from its repository on demand.

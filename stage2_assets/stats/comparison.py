@@ -45,7 +45,9 @@ class Comparison:
         return out
 
 
-def mcnemar_exact(candidate_correct: np.ndarray, production_correct: np.ndarray) -> tuple[float, int, int]:
+def mcnemar_exact(
+    candidate_correct: np.ndarray, production_correct: np.ndarray
+) -> tuple[float, int, int]:
     """Two-sided exact McNemar p-value and the discordant counts (candidate-only, production-only)."""
     cand = np.asarray(candidate_correct, dtype=bool)
     prod = np.asarray(production_correct, dtype=bool)
@@ -91,9 +93,18 @@ def compare(
     data = paired.dropna(subset=["label", "prob_candidate", "prob_production"])
     rows, days = len(data), int(data["date"].nunique()) if len(data) else 0
     if rows < min_samples or days < 2:
-        return Comparison(rows=rows, days=days, candidate_accuracy=float("nan"), production_accuracy=float("nan"),
-                          accuracy_diff=0.0, ci=(0.0, 0.0), p_mcnemar=1.0, p_paired=1.0, decision=INSUFFICIENT,
-                          reason=f"{rows} paired rows over {days} days with outcomes; at least {min_samples} rows on 2 days are needed")
+        return Comparison(
+            rows=rows,
+            days=days,
+            candidate_accuracy=float("nan"),
+            production_accuracy=float("nan"),
+            accuracy_diff=0.0,
+            ci=(0.0, 0.0),
+            p_mcnemar=1.0,
+            p_paired=1.0,
+            decision=INSUFFICIENT,
+            reason=f"{rows} paired rows over {days} days with outcomes; at least {min_samples} rows on 2 days are needed",
+        )
     label = data["label"].to_numpy(dtype=float)
     cand_p = data["prob_candidate"].to_numpy(dtype=float)
     prod_p = data["prob_production"].to_numpy(dtype=float)
@@ -111,26 +122,46 @@ def compare(
         p_paired, effect = 1.0, 0.0
 
     fwd = data["fwd_return"].to_numpy(dtype=float)
-    strategy = pd.DataFrame({
-        "day": day_codes,
-        "cand": np.sign(cand_p - 0.5) * fwd,
-        "prod": np.sign(prod_p - 0.5) * fwd,
-    }).groupby("day").mean()
+    strategy = (
+        pd.DataFrame(
+            {
+                "day": day_codes,
+                "cand": np.sign(cand_p - 0.5) * fwd,
+                "prod": np.sign(prod_p - 0.5) * fwd,
+            }
+        )
+        .groupby("day")
+        .mean()
+    )
 
     acc_diff = float(cand_ok.mean() - prod_ok.mean())
-    ci = day_block_bootstrap_ci(day_codes, cand_ok.astype(float) - prod_ok.astype(float),
-                                1 - significance_level, bootstrap_samples, seed)
+    ci = day_block_bootstrap_ci(
+        day_codes,
+        cand_ok.astype(float) - prod_ok.astype(float),
+        1 - significance_level,
+        bootstrap_samples,
+        seed,
+    )
     result = Comparison(
-        rows=rows, days=days, candidate_accuracy=float(cand_ok.mean()), production_accuracy=float(prod_ok.mean()),
-        accuracy_diff=acc_diff, ci=ci, p_mcnemar=p_mc, p_paired=p_paired,
+        rows=rows,
+        days=days,
+        candidate_accuracy=float(cand_ok.mean()),
+        production_accuracy=float(prod_ok.mean()),
+        accuracy_diff=acc_diff,
+        ci=ci,
+        p_mcnemar=p_mc,
+        p_paired=p_paired,
         discordant={"candidate_only": b, "production_only": c},
-        logloss_diff=float(loss_gain.mean()), effect_size=effect,
+        logloss_diff=float(loss_gain.mean()),
+        effect_size=effect,
         strategy_return_diff=float((strategy["cand"] - strategy["prod"]).mean()),
     )
     if acc_diff > 0 and p_mc < significance_level and acc_diff >= min_improvement:
         result.decision = PROMOTE
-        result.reason = (f"candidate is {acc_diff:+.2%} more accurate on {rows} paired rows "
-                         f"(McNemar p={p_mc:.4f} < {significance_level})")
+        result.reason = (
+            f"candidate is {acc_diff:+.2%} more accurate on {rows} paired rows "
+            f"(McNemar p={p_mc:.4f} < {significance_level})"
+        )
     elif acc_diff > 0 and p_mc < significance_level:
         result.decision = KEEP
         result.reason = f"significant (p={p_mc:.4f}) but the gain {acc_diff:+.2%} is below min_improvement {min_improvement:.2%}"
@@ -139,5 +170,9 @@ def compare(
         result.reason = f"a tie: both right on the same share of {rows} rows"
     else:
         result.decision = KEEP
-        result.reason = f"not significantly better: accuracy {acc_diff:+.2%}, McNemar p={p_mc:.4f} >= {significance_level}" if p_mc >= significance_level else f"candidate is worse ({acc_diff:+.2%}, p={p_mc:.4f})"
+        result.reason = (
+            f"not significantly better: accuracy {acc_diff:+.2%}, McNemar p={p_mc:.4f} >= {significance_level}"
+            if p_mc >= significance_level
+            else f"candidate is worse ({acc_diff:+.2%}, p={p_mc:.4f})"
+        )
     return result
