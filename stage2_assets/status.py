@@ -6,7 +6,7 @@ from stage2_assets.config import Settings
 from stage2_assets.market.refresh import stored_source, summarize_log
 from stage2_assets.market.validation import quarantine_rows
 from stage2_assets.resources.model_store import ModelStore
-from stage2_assets.resources.warehouse import Warehouse
+from stage2_assets.resources.warehouse import Warehouse, one
 
 TABLES = ("raw_bars", "validated_bars", "features")
 
@@ -17,18 +17,16 @@ def collect_status(settings: Settings) -> dict:
     with warehouse.connect(read_only=True) as conn:
         tables = {}
         for table in TABLES:
-            rows, symbols, first, last = conn.execute(
-                f"SELECT count(*), count(DISTINCT symbol), min(date), max(date) FROM {table}"
-            ).fetchone()
+            rows, symbols, first, last = one(
+                conn, f"SELECT count(*), count(DISTINCT symbol), min(date), max(date) FROM {table}"
+            )
             tables[table] = {
                 "rows": int(rows),
                 "symbols": int(symbols),
                 "first_date": first.isoformat() if first else None,
                 "last_date": last.isoformat() if last else None,
             }
-        last_run = conn.execute(
-            "SELECT run_id FROM refresh_log ORDER BY logged_at DESC LIMIT 1"
-        ).fetchone()
+        last_run = one(conn, "SELECT run_id FROM refresh_log ORDER BY logged_at DESC LIMIT 1")
         log = conn.execute(
             "SELECT * FROM refresh_log WHERE run_id = ?", [last_run[0] if last_run else ""]
         ).df()
@@ -40,12 +38,6 @@ def collect_status(settings: Settings) -> dict:
         performance = conn.execute(
             "SELECT * FROM model_performance QUALIFY row_number() OVER (PARTITION BY model_version ORDER BY as_of DESC) = 1"
         ).df()
-        shadow_versions = [
-            r[0]
-            for r in conn.execute(
-                "SELECT DISTINCT model_version FROM predictions WHERE role = 'shadow' ORDER BY 1"
-            ).fetchall()
-        ]
         decided = {
             r[0]
             for r in conn.execute(
@@ -70,7 +62,12 @@ def collect_status(settings: Settings) -> dict:
         "quarantine": quarantine,
         "last_refresh": summarize_log(log),
         "production": {"version": production, "since": since},
-        "shadow": [v for v in shadow_versions if v not in decided and v != production],
+        # candidates awaiting their comparison: never production, not yet promoted or kept
+        "shadow": [
+            v
+            for v in store.versions()
+            if v not in decided and v not in set(store.production_history()) | {production}
+        ],
         "last_comparison": _comparison(comparison),
         "performance": {
             row.model_version: {

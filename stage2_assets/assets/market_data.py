@@ -17,7 +17,7 @@ from stage2_assets.names import validate_symbol
 from stage2_assets.partitions import as_of_date, weekly_partitions
 from stage2_assets.resources.market_data import MarketDataSource
 from stage2_assets.resources.settings import Stage2Settings
-from stage2_assets.resources.warehouse import Warehouse
+from stage2_assets.resources.warehouse import Warehouse, one
 
 GROUP = "market_data"
 
@@ -33,9 +33,9 @@ def table_summary(warehouse: Warehouse, table: str) -> dict:  # noqa: D103
     """Rows, symbols and date range of one of our tables (name from our own constants only)."""
     assert table in {"raw_bars", "validated_bars", "features"}
     with warehouse.connect(read_only=True) as conn:
-        rows, symbols, first, last = conn.execute(
-            f"SELECT count(*), count(DISTINCT symbol), min(date), max(date) FROM {table}"
-        ).fetchone()
+        rows, symbols, first, last = one(
+            conn, f"SELECT count(*), count(DISTINCT symbol), min(date), max(date) FROM {table}"
+        )
     return {
         "rows": int(rows),
         "symbols": int(symbols),

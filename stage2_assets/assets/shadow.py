@@ -15,7 +15,7 @@ from stage2_assets.deployment.shadow import (
 from stage2_assets.partitions import as_of_date, weekly_partitions
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.settings import Stage2Settings
-from stage2_assets.resources.warehouse import Warehouse
+from stage2_assets.resources.warehouse import Warehouse, one
 
 
 @dg.asset(
@@ -38,9 +38,7 @@ def predictions(
         roles = tracked_models(conn, model_store, as_of)
         added = log_predictions(conn, model_store, roles, as_of, context.run.run_id)
         filled = fill_outcomes(conn, as_of)
-        (total, unresolved) = conn.execute(
-            "SELECT count(*), count(*) - count(label) FROM predictions"
-        ).fetchone()
+        (total, unresolved) = one(conn, "SELECT count(*), count(*) - count(label) FROM predictions")
     for version, role in roles.items():
         if role == "shadow" and not any(
             e["event"] == "shadowed" and e["version"] == version for e in model_store.events()

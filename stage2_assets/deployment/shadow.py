@@ -15,6 +15,7 @@ import pandas as pd
 
 from stage2_assets.ml.predictor import EnsemblePredictor
 from stage2_assets.resources.model_store import ModelStore
+from stage2_assets.resources.warehouse import one
 from stage2_assets.stats.comparison import INSUFFICIENT, KEEP, Comparison, compare
 from stage2_assets.stats.performance import degradation_test, performance
 
@@ -88,9 +89,7 @@ def log_predictions(
     for version, role in roles.items():
         predictor = EnsemblePredictor(*store.load(version))
         cutoff = dt.date.fromisoformat(predictor.metadata["cutoff"])
-        (last,) = conn.execute(
-            "SELECT max(date) FROM predictions WHERE model_version = ?", [version]
-        ).fetchone()
+        (last,) = one(conn, "SELECT max(date) FROM predictions WHERE model_version = ?", [version])
         start = max(cutoff, as_of - dt.timedelta(days=MAX_BACKFILL_DAYS))
         if last is not None:
             start = max(start, last - dt.timedelta(days=LATE_ROWS_DAYS))
@@ -106,9 +105,7 @@ def log_predictions(
         predicted = predicted.assign(
             model_version=version, role=role, logged_at=_now(), logged_as_of=as_of, run_id=run_id
         )
-        (before,) = conn.execute(
-            "SELECT count(*) FROM predictions WHERE model_version = ?", [version]
-        ).fetchone()
+        (before,) = one(conn, "SELECT count(*) FROM predictions WHERE model_version = ?", [version])
         conn.register("new_predictions", predicted)
         conn.execute(
             """
@@ -119,16 +116,14 @@ def log_predictions(
             """
         )
         conn.unregister("new_predictions")
-        (after,) = conn.execute(
-            "SELECT count(*) FROM predictions WHERE model_version = ?", [version]
-        ).fetchone()
+        (after,) = one(conn, "SELECT count(*) FROM predictions WHERE model_version = ?", [version])
         added[version] = after - before
     return added
 
 
 def fill_outcomes(conn: duckdb.DuckDBPyConnection, as_of: dt.date) -> int:
     """Fill the outcome of every logged prediction whose label is known as of ``as_of``."""
-    (pending,) = conn.execute("SELECT count(*) FROM predictions WHERE label IS NULL").fetchone()
+    (pending,) = one(conn, "SELECT count(*) FROM predictions WHERE label IS NULL")
     conn.execute(
         """
         UPDATE predictions SET label = f.label, fwd_return = f.fwd_return, label_date = f.label_date,
@@ -139,7 +134,7 @@ def fill_outcomes(conn: duckdb.DuckDBPyConnection, as_of: dt.date) -> int:
         """,
         [_now(), as_of],
     )
-    (still,) = conn.execute("SELECT count(*) FROM predictions WHERE label IS NULL").fetchone()
+    (still,) = one(conn, "SELECT count(*) FROM predictions WHERE label IS NULL")
     return pending - still
 
 
@@ -382,10 +377,11 @@ def recompute_comparison(
     conn: duckdb.DuckDBPyConnection, candidate: str, as_of: dt.date, ab
 ) -> Comparison:
     """Recompute a stored decision from the stored predictions alone."""
-    (start, end, served) = conn.execute(
+    (start, end, served) = one(
+        conn,
         "SELECT period_start, period_end, production FROM shadow_comparisons WHERE candidate = ? AND as_of = ?",
         [candidate, as_of],
-    ).fetchone()
+    )
     paired = paired_rows(conn, candidate, start, end)
     result = compare(
         paired,

@@ -17,13 +17,14 @@ import pandas as pd
 from stage2_assets.errors import SourceMismatchError
 from stage2_assets.market.bars import STORED_COLUMNS
 from stage2_assets.resources.market_data import FetchResult
+from stage2_assets.resources.warehouse import one
 
 _VALUES = ["open", "high", "low", "close", "volume"]
 _SAME_VALUES = " AND ".join(f"i.{c} IS NOT DISTINCT FROM s.{c}" for c in _VALUES)
 
 
 def stored_source(conn: duckdb.DuckDBPyConnection) -> str | None:
-    row = conn.execute("SELECT value FROM store_info WHERE key = 'source'").fetchone()
+    row = one(conn, "SELECT value FROM store_info WHERE key = 'source'")
     return row[0] if row else None
 
 

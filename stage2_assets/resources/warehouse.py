@@ -100,6 +100,16 @@ CREATE TABLE IF NOT EXISTS degradation_log (
 _OFFLINE = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
+def one(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
+    """The first row of a query, with the result drained.
+
+    DuckDB 2.0 leaves a result "unfinished" after ``fetchone()``, and the next ``register`` on the
+    connection then fails; ``fetchall()`` drains it.
+    """
+    rows = conn.execute(sql, params or []).fetchall()
+    return rows[0] if rows else None
+
+
 class WarehouseBusyError(Stage2Error):
     """Another process holds the warehouse file."""
 

@@ -1,0 +1,203 @@
+"""The weekly loop end to end on a simulated market with a planted regime change."""
+
+import json
+
+import pytest
+
+from stage2_assets.cli import main
+from stage2_assets.resources.model_store import ModelStore
+from stage2_assets.resources.warehouse import Warehouse
+
+REGIME_FLIP = {
+    "data_source": {
+        "simulated": {
+            "seed": 21,
+            "num_symbols": 50,
+            "start_date": "2024-01-02",
+            "regimes": [
+                {"start": "2024-01-02", "drift": 0.0, "volatility": 0.012, "momentum": 0.15},
+                {"start": "2025-01-02", "drift": 0.0, "volatility": 0.012, "momentum": -0.15},
+            ],
+        }
+    },
+    "retraining": {
+        "data_window": "120d",
+        "num_models": 3,
+        "max_epochs": 15,
+        "hidden_units": 16,
+        "min_train_rows": 300,
+    },
+    "ab_testing": {"bootstrap_samples": 500, "shadow_mode_duration": "14d"},
+}
+
+
+def weekly(settings, as_of: str) -> int:
+    return main(["--config", str(settings.config_path), "weekly", "--as-of", as_of])
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    """Three weekly runs: bootstrap in regime A; four months into regime B a candidate fitted to it is
+    trained, and two weeks later, its shadow period over, compared with production and promoted."""
+    import yaml
+
+    from stage2_assets.config import load_settings
+    from stage2_assets_tests.conftest import SMALL_SIM, _merge
+
+    folder = tmp_path_factory.mktemp("loop")
+    (folder / "adaptation.yaml").write_text(yaml.safe_dump(_merge(SMALL_SIM, REGIME_FLIP)))
+    settings = load_settings(folder / "adaptation.yaml")
+    home = folder / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DAGSTER_HOME", str(home))
+    codes = [weekly(settings, day) for day in ("2024-12-27", "2025-05-30", "2025-06-13")]
+    yield settings, codes
+    mp.undo()
+
+
+def test_first_model_is_promoted_by_the_bootstrap_rule(loop):
+    settings, codes = loop
+    assert codes == [0, 0, 0]
+    events = ModelStore(root=str(settings.models_path)).events()
+    first = next(e for e in events if e["event"] == "promoted")
+    assert first["reason"].startswith("bootstrap (no production yet): validation accuracy")
+    assert first["previous"] is None
+
+
+def test_candidate_fitted_to_the_new_regime_is_shadowed_compared_and_promoted(loop):
+    settings, _ = loop
+    store = ModelStore(root=str(settings.models_path))
+    bootstrap, candidate, newest = store.versions()[:3]
+    assert store.production() == candidate
+    story = [(e["event"], e["version"]) for e in store.events() if e["version"] == candidate]
+    assert story == [
+        ("trained", candidate),
+        ("shadowed", candidate),
+        ("compared", candidate),
+        ("promoted", candidate),
+    ]
+    promoted = store.events()[-1] if store.events()[-1]["event"] == "promoted" else None
+    assert promoted and promoted["previous"] == bootstrap and promoted["p_mcnemar"] < 0.05
+    assert newest not in {bootstrap, candidate}  # this week's candidate waits in shadow
+
+
+def test_comparison_uses_the_same_rows_and_is_reproducible(loop):
+    from stage2_assets.config import load_settings
+    from stage2_assets.deployment.shadow import recompute_comparison
+
+    settings, _ = loop
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        stored = conn.execute(
+            "SELECT candidate, as_of, rows, p_mcnemar, accuracy_diff, ci_low, ci_high, decision FROM shadow_comparisons"
+        ).fetchall()
+        assert len(stored) == 1
+        candidate, as_of, rows, p_value, diff, low, high, decision = stored[0]
+        assert decision == "promote" and rows >= 100 and diff >= 0.01 and low < diff < high
+        again = recompute_comparison(
+            conn, candidate, as_of, load_settings(settings.config_path).ab_testing
+        )
+        # both models predicted exactly these rows, and each prediction was logged once
+        (dupes,) = conn.execute(
+            "SELECT count(*) - count(DISTINCT (model_version, symbol, date)) FROM predictions"
+        ).fetchone()
+    assert (again.rows, again.p_mcnemar, again.accuracy_diff, list(again.ci), again.decision) == (
+        rows,
+        p_value,
+        diff,
+        [low, high],
+        decision,
+    )
+    assert dupes == 0
+
+
+def test_rerunning_a_week_neither_duplicates_nor_alters_predictions(loop):
+    settings, _ = loop
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        before = conn.execute(
+            "SELECT model_version, symbol, date, prob_up, logged_at FROM predictions ORDER BY ALL"
+        ).fetchall()
+    assert weekly(settings, "2025-06-13") == 0
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        after = conn.execute(
+            "SELECT model_version, symbol, date, prob_up, logged_at FROM predictions ORDER BY ALL"
+        ).fetchall()
+        (unfilled,) = conn.execute(
+            "SELECT count(*) FROM predictions WHERE label IS NULL AND date < '2025-06-13'"
+        ).fetchone()
+    assert after[: len(before)] == before or set(before) <= set(after)
+    assert {r[:3] for r in before} <= {r[:3] for r in after}
+    assert unfilled == 0  # every outcome known by the as-of date was filled
+
+
+def test_status_json_reports_production_shadow_comparison_and_performance(loop, capsys):
+    settings, _ = loop
+    assert main(["--config", str(settings.config_path), "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    store = ModelStore(root=str(settings.models_path))
+    assert status["production"]["version"] == store.production() and status["production"]["since"]
+    last = status["last_comparison"]
+    assert last["decision"] == "promote" and set(last["p_values"]) == {"mcnemar", "paired"}
+    assert last["ci"][0] < last["accuracy_diff"] < last["ci"][1]
+    assert set(status["performance"][store.versions()[0]]) >= {
+        "accuracy",
+        "ece",
+        "brier",
+        "sharpe",
+        "max_drawdown",
+    }
+    assert store.versions()[-1] in status["shadow"]
+
+
+def test_manual_rollback_and_promote_are_jobs_and_are_logged(loop, capsys):
+    settings, _ = loop
+    store = ModelStore(root=str(settings.models_path))
+    bootstrap, candidate = store.versions()[:2]
+    config = str(settings.config_path)
+    assert main(["--config", config, "rollback", "--reason", "drill"]) == 0
+    assert store.production() == bootstrap
+    assert main(["--config", config, "promote", candidate]) == 0
+    assert store.production() == candidate
+    tail = [(e["event"], e["version"], e["reason"]) for e in store.events()[-2:]]
+    assert tail == [
+        ("rolled_back", bootstrap, "drill"),
+        ("manual_promote", candidate, "manual override (stage2 promote)"),
+    ]
+    capsys.readouterr()
+    for bad in (["rollback", "../x"], ["promote", "v20990101-000000"], ["promote", candidate]):
+        assert main(["--config", config, *bad]) != 0
+        assert store.production() == candidate
+    err = capsys.readouterr().err
+    assert (
+        "'../x' is not a model version name" in err
+        and "v20990101-000000 is not in the model store" in err
+    )
+
+
+def test_versions_json_contract(loop, capsys):
+    settings, _ = loop
+    assert main(["--config", str(settings.config_path), "versions", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert [item["production"] for item in listing][:3] == [False, True, False]
+    assert {"version", "cutoff", "production", "metrics", "path"} <= set(listing[0])
+    assert listing[0]["cutoff"] == "2024-12-27" and listing[0]["path"].startswith("/")
+    assert {"accuracy", "balanced_accuracy", "log_loss", "brier", "ece", "mean_confidence"} <= set(
+        listing[0]["metrics"]
+    )
+
+
+def test_predict_gives_probability_and_confidence_per_symbol(loop, capsys):
+    settings, _ = loop
+    assert (
+        main(["--config", str(settings.config_path), "predict", "--as-of", "2025-06-12", "--json"])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["version"] == ModelStore(root=str(settings.models_path)).production()
+    assert len(out["predictions"]) == 50
+    for row in out["predictions"]:
+        assert row["date"] == "2025-06-12"
+        assert 0 < row["prob_up"] < 1 and row["confidence"] == pytest.approx(
+            max(row["prob_up"], 1 - row["prob_up"]), abs=1e-6
+        )
