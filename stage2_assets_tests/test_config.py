@@ -67,3 +67,16 @@ def test_missing_file_says_which(tmp_path):
 def test_secrets_are_not_config_keys(write_settings):
     with pytest.raises(ConfigError, match=r"alerts\.smtp_password: unknown key"):
         write_settings({"alerts": {"smtp_password": "hunter2"}})
+
+
+def test_every_shipped_config_loads():
+    from stage2_assets.config import DEFAULT_CONFIG
+
+    shipped = sorted(DEFAULT_CONFIG.parent.glob("*.yaml"))
+    assert {p.name for p in shipped} >= {
+        "adaptation.yaml",
+        "market-data.yaml",
+        "demo-regime-change.yaml",
+    }
+    for path in shipped:
+        assert load_settings(path).config_path == path
