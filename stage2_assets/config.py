@@ -260,6 +260,9 @@ class Alerts(_Section):
     smtp_to: list[str] = Field(default_factory=list)
     smtp_user_env: str = Field("STAGE2_SMTP_USER")
     smtp_password_env: str = Field("STAGE2_SMTP_PASSWORD")
+    smtp_ca_file: Path | None = Field(
+        None, description="CA bundle for an SMTP server with a private certificate."
+    )
 
 
 class Settings(_Section):

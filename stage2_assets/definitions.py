@@ -11,7 +11,10 @@ from stage2_assets.assets.monitoring import (
 )
 from stage2_assets.assets.shadow import predictions, shadow_comparison
 from stage2_assets.assets.training import ensemble_vN
+from stage2_assets.automation.schedules import build_schedules
+from stage2_assets.automation.sensors import build_sensors
 from stage2_assets.config import Settings, get_settings
+from stage2_assets.resources.alerts import alerts_from_settings
 from stage2_assets.resources.market_data import source_from_settings
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.settings import Stage2Settings
@@ -49,6 +52,17 @@ weekly_adaptation = dg.define_asset_job(
     ),
 )
 
+daily_predictions = dg.define_asset_job(
+    name="daily_predictions",
+    selection=dg.AssetSelection.assets(*DATA_ASSETS, predictions, model_performance),
+    description="After the close: refresh the day's bars, log predictions of production and shadow models, fill outcomes.",
+)
+shadow_decision = dg.define_asset_job(
+    name="shadow_decision",
+    selection=dg.AssetSelection.assets(shadow_comparison, production_pointer),
+    description="Compare every candidate whose shadow period ended, then decide the production pointer.",
+)
+
 
 def _pointer_job(name: str, action: str, description: str):
     return dg.define_asset_job(
@@ -80,20 +94,36 @@ def resources_for(settings: Settings) -> dict:
         "warehouse": Warehouse(database=str(settings.warehouse_path)),
         "model_store": ModelStore(root=str(settings.models_path)),
         "stage2_settings": Stage2Settings(config_file=str(settings.config_path)),
+        "alert_channels": alerts_from_settings(settings),
     }
 
 
+JOBS = [
+    refresh_market_data,
+    train_ensemble,
+    daily_predictions,
+    shadow_decision,
+    weekly_adaptation,
+    promote_version,
+    rollback_production,
+]
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
+    on = settings.monitoring.sensors_enabled
+    jobs = {job.name: job for job in JOBS}
     return dg.Definitions(
         assets=ADAPTATION_ASSETS,
         asset_checks=[raw_bars_quality_gate, model_performance_production_not_degraded],
-        jobs=[
-            refresh_market_data,
-            train_ensemble,
-            weekly_adaptation,
-            promote_version,
-            rollback_production,
-        ],
+        jobs=JOBS,
+        schedules=build_schedules(
+            settings,
+            jobs,
+            dg.DefaultScheduleStatus.RUNNING if on else dg.DefaultScheduleStatus.STOPPED,
+        ),
+        sensors=build_sensors(
+            jobs, dg.DefaultSensorStatus.RUNNING if on else dg.DefaultSensorStatus.STOPPED
+        ),
         resources=resources_for(settings),
         # Steps are small: one process avoids ~3 s of start-up per step (stack notes).
         executor=dg.in_process_executor,

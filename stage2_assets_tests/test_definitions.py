@@ -21,9 +21,23 @@ DESIGN_ASSETS = {
 JOBS = {
     "refresh_market_data",
     "train_ensemble",
+    "daily_predictions",
+    "shadow_decision",
     "weekly_adaptation",
     "promote_version",
     "rollback_production",
+}
+SCHEDULES = {
+    "weekly_refresh_schedule",
+    "weekly_retraining_schedule",
+    "daily_predictions_schedule",
+    "weekly_decision_schedule",
+}
+SENSORS = {
+    "degradation_sensor",
+    "data_quality_sensor",
+    "pointer_events_sensor",
+    "run_failure_sensor",
 }
 
 
@@ -39,6 +53,8 @@ def test_every_design_asset_job_and_check_is_defined():
     for job in JOBS:
         assert defs.resolve_job_def(job).name == job
     assert set(_checks()) == {"raw_bars_quality_gate", "model_performance_production_not_degraded"}
+    assert {s.name for s in defs.schedules} == SCHEDULES
+    assert {s.name for s in defs.sensors} == SENSORS
 
 
 def test_the_graph_follows_the_design():

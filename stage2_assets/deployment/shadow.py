@@ -11,6 +11,7 @@ import datetime as dt
 import json
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from stage2_assets.ml.predictor import EnsemblePredictor
@@ -212,57 +213,39 @@ def check_degradation(
     min_samples: int,
     run_id: str,
 ) -> dict | None:
-    """Production's recent window against its own earlier live record (or, before it has one, its
-    validation accuracy). Degraded: accuracy fell by more than ``threshold`` and significantly."""
+    """Production's recent window against its own baseline: the validation slice it was promoted on.
+
+    Degraded: recent accuracy is more than ``threshold`` (absolute) below the validation accuracy,
+    and significantly so (Fisher's exact test on the two windows' right/wrong counts). A model that
+    has been wrong since its first live day is caught too, which a live-record baseline would miss.
+    """
     production = store.production()
     if production is None:
         return None
-    recent_start = as_of - dt.timedelta(days=window_days)
-    recent = resolved_rows(conn, production, recent_start, as_of)
-    baseline = resolved_rows(
-        conn, production, recent_start - dt.timedelta(days=3 * window_days), recent_start
-    )
+    recent = resolved_rows(conn, production, as_of - dt.timedelta(days=window_days), as_of)
     recent_ok = ((recent["prob_up"] > 0.5) == (recent["label"] == 1)).to_numpy()
-    if len(baseline) >= min_samples:
-        base_ok = ((baseline["prob_up"] > 0.5) == (baseline["label"] == 1)).to_numpy()
-        drop, p_value = degradation_test(recent_ok, base_ok)
-        baseline_accuracy, baseline_rows, basis = (
-            float(base_ok.mean()),
-            len(baseline),
-            "its earlier live record",
-        )
-    else:
-        from scipy import stats
-
-        baseline_accuracy = store.metadata(production)["metrics"]["ensemble"]["accuracy"]
-        baseline_rows, basis = 0, "its validation accuracy"
-        drop = baseline_accuracy - float(recent_ok.mean()) if len(recent_ok) else 0.0
-        p_value = (
-            float(
-                stats.binomtest(
-                    int(recent_ok.sum()), len(recent_ok), baseline_accuracy, alternative="less"
-                ).pvalue
-            )
-            if len(recent_ok)
-            else 1.0
-        )
+    validation = store.metadata(production)["metrics"]["ensemble"]
+    base_rows = int(validation["rows"])
+    base_right = round(validation["accuracy"] * base_rows)
+    base_ok = np.r_[np.ones(base_right, dtype=bool), np.zeros(base_rows - base_right, dtype=bool)]
+    drop, p_value = degradation_test(recent_ok, base_ok)
+    recent_accuracy = float(recent_ok.mean()) if len(recent_ok) else float("nan")
     enough = len(recent) >= min_samples
     degraded = bool(enough and drop > threshold and p_value < significance_level)
-    recent_accuracy = float(recent_ok.mean()) if len(recent_ok) else float("nan")
     if not enough:
         reason = f"{len(recent)} resolved rows in the last {window_days} days; {min_samples} needed to judge"
     else:
         reason = (
-            f"accuracy {recent_accuracy:.2%} over the last {window_days} days vs {baseline_accuracy:.2%} on {basis}: "
-            f"drop {drop:+.2%} (threshold {threshold:.0%}), p={p_value:.4f}"
+            f"accuracy {recent_accuracy:.2%} over the last {window_days} days vs {validation['accuracy']:.2%} on its "
+            f"validation slice: drop {drop:+.2%} (threshold {threshold:.0%}), Fisher p={p_value:.2g}"
         )
     record = {
         "model_version": production,
         "as_of": as_of,
         "recent_rows": len(recent),
-        "baseline_rows": baseline_rows,
+        "baseline_rows": base_rows,
         "recent_accuracy": recent_accuracy,
-        "baseline_accuracy": baseline_accuracy,
+        "baseline_accuracy": float(validation["accuracy"]),
         "drop": drop,
         "p_value": p_value,
         "degraded": degraded,

@@ -1,0 +1,184 @@
+"""Sensors: degradation, run failure, data quality, promotion and rollback.
+
+Each keeps a cursor and sets a run key, so one event raises one alert (and at most one retrain
+request), however often the sensor ticks. A warehouse held by a running job is not an error: the
+tick is skipped and the next one catches up.
+"""
+
+import datetime as dt
+import json
+
+import dagster as dg
+
+from stage2_assets.partitions import AS_OF_TAG, partition_key_for
+from stage2_assets.resources.alerts import Alert, AlertChannels
+from stage2_assets.resources.model_store import ModelStore
+from stage2_assets.resources.warehouse import Warehouse, WarehouseBusyError
+
+POINTER_EVENTS = {"promoted": "promotion", "manual_promote": "promotion", "rolled_back": "rollback"}
+
+
+def _read(warehouse: Warehouse, sql: str, params: list):
+    try:
+        return warehouse.query_df(sql, params)
+    except WarehouseBusyError as exc:
+        return exc
+
+
+def build_sensors(jobs: dict, default_status: dg.DefaultSensorStatus) -> list:
+    @dg.sensor(
+        name="degradation_sensor",
+        job=jobs["train_ensemble"],
+        minimum_interval_seconds=60,
+        default_status=default_status,
+        description="Production degraded: alert, and request a retraining of that week (once per event).",
+    )
+    def degradation_sensor(
+        context: dg.SensorEvaluationContext, warehouse: Warehouse, alert_channels: AlertChannels
+    ):
+        since = context.cursor or ""
+        rows = _read(
+            warehouse,
+            "SELECT * FROM degradation_log WHERE degraded ORDER BY as_of, model_version",
+            [],
+        )
+        if isinstance(rows, Exception):
+            return dg.SkipReason(str(rows))
+        requests, cursor = [], since
+        for row in rows.itertuples():
+            as_of = str(row.as_of)[:10]
+            key = f"{as_of}/{row.model_version}"
+            if key <= since:
+                continue
+            alert_channels.send(
+                Alert(
+                    kind="degradation",
+                    severity="critical",
+                    title=f"production {row.model_version} degraded as of {as_of}",
+                    body=f"{row.reason}. A retraining run was requested; see docs/runbook.md#a-degradation-alert-fires.",
+                    details={
+                        "model_version": row.model_version,
+                        "as_of": as_of,
+                        "drop": float(row.drop),
+                        "p_value": float(row.p_value),
+                    },
+                    key=f"degraded-{row.model_version}-{as_of}",
+                ),
+                context.log,
+            )
+            day = dt.date.fromisoformat(as_of)
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"degraded-{row.model_version}-{as_of}",
+                    partition_key=partition_key_for(day),
+                    tags={AS_OF_TAG: as_of, "stage2/trigger": "degradation"},
+                )
+            )
+            cursor = max(cursor, key)
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+    @dg.sensor(
+        name="data_quality_sensor",
+        minimum_interval_seconds=60,
+        default_status=default_status,
+        description="Symbols quarantined by the quality gate, or the gate blocking a refresh: alert with symbols and reasons.",
+    )
+    def data_quality_sensor(
+        context: dg.SensorEvaluationContext, warehouse: Warehouse, alert_channels: AlertChannels
+    ):
+        since = context.cursor or ""
+        rows = _read(
+            warehouse,
+            "SELECT run_id, symbol, checked_at, passed, errors FROM quality_log WHERE CAST(checked_at AS VARCHAR) > ? ORDER BY checked_at",
+            [since],
+        )
+        if isinstance(rows, Exception):
+            return dg.SkipReason(str(rows))
+        if rows.empty:
+            return dg.SkipReason("no new quality verdicts")
+        for run_id, verdicts in rows.groupby("run_id", sort=False):
+            failed = verdicts[~verdicts["passed"]]
+            if failed.empty:
+                continue
+            lines = [f"{r.symbol}: {'; '.join(json.loads(r.errors))}" for r in failed.itertuples()]
+            run = context.instance.get_run_by_id(run_id)
+            blocked = run is not None and run.status == dg.DagsterRunStatus.FAILURE
+            alert_channels.send(
+                Alert(
+                    kind="data_quality",
+                    severity="critical" if blocked else "warning",
+                    title=f"{len(failed)} of {len(verdicts)} symbols quarantined"
+                    + (" - the quality gate blocked the refresh" if blocked else ""),
+                    body="\n".join(lines[:50]),
+                    details={"run_id": run_id, "symbols": failed["symbol"].tolist()},
+                    key=f"quality-{run_id}",
+                ),
+                context.log,
+            )
+        return dg.SensorResult(cursor=str(rows["checked_at"].max()))
+
+    @dg.sensor(
+        name="pointer_events_sensor",
+        minimum_interval_seconds=30,
+        default_status=default_status,
+        description="Promotions and rollbacks of the production pointer: an informational alert each.",
+    )
+    def pointer_events_sensor(
+        context: dg.SensorEvaluationContext, model_store: ModelStore, alert_channels: AlertChannels
+    ):
+        seen = int(context.cursor or 0)
+        events = model_store.events()
+        for event in events[seen:]:
+            kind = POINTER_EVENTS.get(event["event"])
+            if kind is None:
+                continue
+            alert_channels.send(
+                Alert(
+                    kind=kind,
+                    severity="info",
+                    title=f"production is now {event['version']} ({event['event'].replace('_', ' ')})",
+                    body=f"{event['reason']}\nprevious: {event.get('previous')}",
+                    details=event,
+                    key=f"{event['event']}-{event['version']}-{event['at']}",
+                ),
+                context.log,
+            )
+        return dg.SensorResult(cursor=str(len(events)))
+
+    @dg.run_failure_sensor(
+        name="run_failure_sensor",
+        default_status=default_status,
+        description="Any stage2 job fails: alert naming the job, the step and the error.",
+    )
+    def run_failure_sensor(context: dg.RunFailureSensorContext, alert_channels: AlertChannels):
+        steps = []
+        for event in context.get_step_failure_events():
+            error = event.event_specific_data.error
+            while (
+                error is not None
+                and error.cause is not None
+                and "Error occurred while executing" in error.message
+            ):
+                error = error.cause
+            steps.append(f"{event.step_key}: {error.message.strip() if error else 'unknown error'}")
+        run = context.dagster_run
+        alert_channels.send(
+            Alert(
+                kind="run_failure",
+                severity="critical",
+                title=f"{run.job_name} failed (run {run.run_id[:8]})",
+                body="\n".join(steps)
+                or context.failure_event.message
+                or "no step failed: see the run's log",
+                details={
+                    "job": run.job_name,
+                    "run_id": run.run_id,
+                    "partition": run.tags.get("dagster/partition"),
+                    "steps": steps,
+                },
+                key=f"failure-{run.run_id}",
+            ),
+            context.log,
+        )
+
+    return [degradation_sensor, data_quality_sensor, pointer_events_sensor, run_failure_sensor]
