@@ -246,6 +246,20 @@ def cmd_predict(args, settings) -> int:
     return 0
 
 
+def cmd_dashboard(args, settings) -> int:
+    from stage2_assets.reporting.dashboard import gather, render
+    from stage2_assets.resources.warehouse import Warehouse
+
+    page = render(gather(Warehouse(database=str(settings.warehouse_path)), _store(settings)))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(page)
+    tmp.replace(out)
+    print(f"wrote {out.resolve()} ({len(page) // 1024} KiB)")
+    return 0
+
+
 def cmd_status(args, settings) -> int:
     from stage2_assets.status import collect_status
 
@@ -321,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=cmd_predict)
+    dashboard = sub.add_parser("dashboard", help="write a self-contained HTML dashboard")
+    dashboard.add_argument(
+        "--out", default="report.html", help="file to write (default report.html)"
+    )
+    dashboard.set_defaults(func=cmd_dashboard)
     status = sub.add_parser("status", help="what the stores hold")
     status.add_argument("--json", action="store_true", help="machine-readable output (a contract)")
     status.set_defaults(func=cmd_status)

@@ -201,3 +201,25 @@ def test_predict_gives_probability_and_confidence_per_symbol(loop, capsys):
         assert 0 < row["prob_up"] < 1 and row["confidence"] == pytest.approx(
             max(row["prob_up"], 1 - row["prob_up"]), abs=1e-6
         )
+
+
+def test_dashboard_is_one_self_contained_page_with_every_section(loop, tmp_path, capsys):
+    import re
+
+    settings, _ = loop
+    out = tmp_path / "report.html"
+    assert main(["--config", str(settings.config_path), "dashboard", "--out", str(out)]) == 0
+    page = out.read_text()
+    for heading in (
+        "Accuracy and calibration over time, per version",
+        "Reliability of production",
+        "Latest shadow comparison",
+        "Production timeline",
+        "Data quality per symbol",
+        "Refresh history",
+    ):
+        assert f"<h2>{heading}</h2>" in page
+    assert page.count("<svg") == 4  # performance, reliability, timeline, refresh charts
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing loaded from elsewhere
+    assert 'decision <span class="promote">promote</span>' in page
+    assert ModelStore(root=str(settings.models_path)).production() in page
