@@ -246,6 +246,58 @@ def cmd_predict(args, settings) -> int:
     return 0
 
 
+def cmd_comparisons(args, settings) -> int:
+    from stage2_assets.deployment.shadow import recompute_comparison
+    from stage2_assets.resources.warehouse import Warehouse
+
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        stored = conn.execute("SELECT * FROM shadow_comparisons ORDER BY as_of, candidate").df()
+        listing = []
+        for row in stored.itertuples():
+            item = {
+                "candidate": row.candidate,
+                "production": row.production,
+                "as_of": str(row.as_of)[:10],
+                "rows": int(row.rows),
+                "accuracy_diff": float(row.accuracy_diff),
+                "ci": [float(row.ci_low), float(row.ci_high)],
+                "p_values": {"mcnemar": float(row.p_mcnemar), "paired": float(row.p_paired)},
+                "decision": row.decision,
+                "reason": row.reason,
+            }
+            if args.recompute:
+                again = recompute_comparison(conn, row.candidate, row.as_of, settings.ab_testing)
+                same = (again.rows, again.decision, round(again.p_mcnemar, 12)) == (
+                    int(row.rows),
+                    row.decision,
+                    round(float(row.p_mcnemar), 12),
+                )
+                item["recomputed"] = {
+                    "decision": again.decision,
+                    "p_mcnemar": again.p_mcnemar,
+                    "rows": again.rows,
+                    "matches": same,
+                }
+            listing.append(item)
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    for item in listing:
+        check = ""
+        if "recomputed" in item:
+            check = "  recomputed: " + (
+                "same" if item["recomputed"]["matches"] else f"DIFFERENT {item['recomputed']}"
+            )
+        print(
+            f"{item['as_of']} {item['candidate']} vs {item['production']}: {item['decision']} on {item['rows']} rows, "
+            f"diff {item['accuracy_diff']:+.4f} CI [{item['ci'][0]:+.4f}, {item['ci'][1]:+.4f}], "
+            f"McNemar p={item['p_values']['mcnemar']:.4g}{check}"
+        )
+    if not listing:
+        print("no comparisons yet")
+    return 0 if all(i.get("recomputed", {}).get("matches", True) for i in listing) else 1
+
+
 def cmd_dashboard(args, settings) -> int:
     from stage2_assets.reporting.dashboard import gather, render
     from stage2_assets.resources.warehouse import Warehouse
@@ -335,6 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=cmd_predict)
+    comparisons = sub.add_parser(
+        "comparisons",
+        help="stored shadow comparisons, optionally recomputed from stored predictions",
+    )
+    comparisons.add_argument(
+        "--recompute", action="store_true", help="recompute every decision; exit 1 if one differs"
+    )
+    comparisons.add_argument("--json", action="store_true")
+    comparisons.set_defaults(func=cmd_comparisons)
     dashboard = sub.add_parser("dashboard", help="write a self-contained HTML dashboard")
     dashboard.add_argument(
         "--out", default="report.html", help="file to write (default report.html)"

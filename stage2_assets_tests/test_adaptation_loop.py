@@ -223,3 +223,16 @@ def test_dashboard_is_one_self_contained_page_with_every_section(loop, tmp_path,
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing loaded from elsewhere
     assert 'decision <span class="promote">promote</span>' in page
     assert ModelStore(root=str(settings.models_path)).production() in page
+
+
+def test_comparisons_command_recomputes_every_stored_decision(loop, capsys):
+    settings, _ = loop
+    assert (
+        main(["--config", str(settings.config_path), "comparisons", "--recompute", "--json"]) == 0
+    )
+    listing = json.loads(capsys.readouterr().out)
+    assert [item["decision"] for item in listing] == ["promote"]
+    assert (
+        listing[0]["recomputed"]["matches"] is True
+        and listing[0]["recomputed"]["rows"] == listing[0]["rows"]
+    )

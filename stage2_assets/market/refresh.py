@@ -48,8 +48,11 @@ def plan_starts(
 ) -> dict[str, dt.date]:
     """First date to fetch per symbol: after the last stored bar less the overlap, or history_start.
 
-    Bars after ``as_of`` already in the store (a replay of an earlier week) are never re-asked for.
+    A quarantined symbol is asked for its whole history again, so a provider's correction of an old
+    bar arrives as a revision and releases it. Bars after ``as_of`` already in the store (a replay of
+    an earlier week) are never re-asked for.
     """
+    quarantined = {row[0] for row in conn.execute("SELECT symbol FROM quarantine").fetchall()}
     last = dict(
         conn.execute(
             "SELECT symbol, max(date) FROM raw_bars WHERE date <= ? GROUP BY symbol", [as_of]
@@ -58,7 +61,7 @@ def plan_starts(
     starts = {}
     for symbol in symbols:
         stored_last = last.get(symbol)
-        if stored_last is None:
+        if stored_last is None or symbol in quarantined:
             starts[symbol] = history_start
         else:
             starts[symbol] = max(history_start, stored_last - dt.timedelta(days=overlap_days))
