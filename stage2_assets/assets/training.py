@@ -5,11 +5,34 @@ import pandas as pd
 
 from stage2_assets.assets.features import features
 from stage2_assets.assets.market_data import md_table
-from stage2_assets.ml.candidate import build_candidate
+from stage2_assets.ml.candidate import (
+    build_candidate,
+    candidate_split,
+    hyperparameters,
+    split_fingerprint,
+)
 from stage2_assets.partitions import as_of_date, weekly_partitions
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.settings import Stage2Settings
 from stage2_assets.resources.warehouse import Warehouse
+
+# Set by `stage2 replay`: re-running a week reuses its candidate instead of adding a second one.
+REUSE_TAG = "stage2/reuse_version"
+
+
+def find_same_candidate(
+    store: ModelStore, cutoff, data_fingerprint: str, params: dict
+) -> str | None:
+    """A stored version trained on exactly these inputs, if any."""
+    for version in reversed(store.versions()):
+        meta = store.metadata(version)
+        if (
+            meta.get("cutoff") == cutoff.isoformat()
+            and meta.get("data_fingerprint") == data_fingerprint
+            and meta.get("hyperparameters") == params
+        ):
+            return version
+    return None
 
 
 @dg.asset(
@@ -34,8 +57,22 @@ def ensemble_vN(
     cutoff = as_of_date(context)
     with warehouse.connect(read_only=True) as conn:
         table = conn.execute("SELECT * FROM features WHERE date <= ?", [cutoff]).df()
-    tensors, metadata = build_candidate(table, cutoff, settings.retraining)
-    version = model_store.save_version(tensors, {**metadata, "dagster_run_id": context.run.run_id})
+    split = candidate_split(table, cutoff, settings.retraining)
+    reused = None
+    if (
+        context.run.tags.get(REUSE_TAG) == "true"
+    ):  # a resumed replay week: the same inputs give the same model
+        reused = find_same_candidate(
+            model_store, cutoff, split_fingerprint(split), hyperparameters(settings.retraining)
+        )
+    if reused:
+        version, metadata = reused, model_store.metadata(reused)
+        context.log.info(f"reusing {version}: same cut-off, training data and hyperparameters")
+    else:
+        tensors, metadata = build_candidate(split, cutoff, settings.retraining)
+        version = model_store.save_version(
+            tensors, {**metadata, "dagster_run_id": context.run.run_id}
+        )
     removed = model_store.prune(settings.retraining.keep_versions)
     ensemble = metadata["metrics"]["ensemble"]
     baselines = metadata["metrics"]["baselines"]
@@ -52,6 +89,7 @@ def ensemble_vN(
     return dg.MaterializeResult(
         metadata={
             "version": dg.MetadataValue.text(version),
+            "reused": dg.MetadataValue.bool(reused is not None),
             "cutoff": dg.MetadataValue.text(cutoff.isoformat()),
             "train_rows": dg.MetadataValue.int(metadata["rows"]["train"]),
             "validation_rows": dg.MetadataValue.int(metadata["rows"]["validation"]),

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stage2_assets.ml.dataset import fingerprint, time_split
+from stage2_assets.ml.dataset import Split, fingerprint, time_split
 from stage2_assets.ml.ensemble import member_probabilities
 from stage2_assets.ml.features import FEATURE_COLUMNS
 from stage2_assets.ml.metrics import classification_metrics, majority_baseline, yesterday_baseline
@@ -54,11 +54,9 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def build_candidate(
-    features: pd.DataFrame, cutoff: dt.date, retraining, trainer_overrides: dict | None = None
-):
-    """Train a candidate on the window ending at ``cutoff``; return (tensors, metadata)."""
-    split = time_split(
+def candidate_split(features: pd.DataFrame, cutoff: dt.date, retraining) -> Split:
+    """The training and validation slices of the window ending at ``cutoff``."""
+    return time_split(
         features,
         cutoff,
         retraining.data_window,
@@ -66,6 +64,31 @@ def build_candidate(
         retraining.label_horizon_days,
         retraining.min_train_rows,
     )
+
+
+def hyperparameters(retraining) -> dict:
+    return {
+        "num_models": retraining.num_models,
+        "hidden_units": retraining.hidden_units,
+        "learning_rate": retraining.learning_rate,
+        "batch_size": retraining.batch_size,
+        "max_epochs": retraining.max_epochs,
+        "early_stopping_patience": retraining.early_stopping_patience,
+        "seed": retraining.seed,
+        "data_window_days": retraining.data_window,
+        "validation_split": retraining.validation_split,
+        "label_horizon_days": retraining.label_horizon_days,
+    }
+
+
+def split_fingerprint(split: Split) -> str:
+    return fingerprint(pd.concat([split.train, split.val]))
+
+
+def build_candidate(
+    split: Split, cutoff: dt.date, retraining, trainer_overrides: dict | None = None
+):
+    """Train a candidate on a split of the window ending at ``cutoff``; return (tensors, metadata)."""
     y_train = split.train["label"].to_numpy(dtype=np.float32)
     y_val = split.val["label"].to_numpy(dtype=np.float32)
     result = train_ensemble(
@@ -113,18 +136,7 @@ def build_candidate(
         },
         "symbols": sorted(split.train["symbol"].unique().tolist()),
         "rows": {"train": len(split.train), "validation": len(split.val)},
-        "hyperparameters": {
-            "num_models": retraining.num_models,
-            "hidden_units": retraining.hidden_units,
-            "learning_rate": retraining.learning_rate,
-            "batch_size": retraining.batch_size,
-            "max_epochs": retraining.max_epochs,
-            "early_stopping_patience": retraining.early_stopping_patience,
-            "seed": retraining.seed,
-            "data_window_days": retraining.data_window,
-            "validation_split": retraining.validation_split,
-            "label_horizon_days": retraining.label_horizon_days,
-        },
+        "hyperparameters": hyperparameters(retraining),
         "training": {
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
@@ -133,7 +145,7 @@ def build_candidate(
             "device": result.device,
         },
         "metrics": metrics,
-        "data_fingerprint": fingerprint(pd.concat([split.train, split.val])),
+        "data_fingerprint": split_fingerprint(split),
         "git_commit": _git_commit(),
         "library_versions": _versions(),
     }

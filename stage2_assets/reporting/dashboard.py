@@ -21,8 +21,15 @@ import pandas as pd  # noqa: E402
 from stage2_assets.resources.model_store import ModelStore  # noqa: E402
 from stage2_assets.resources.warehouse import Warehouse  # noqa: E402
 
+# A fixed hash salt and no creation date keep the SVG output identical run after run.
 plt.rcParams.update(
-    {"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
+    {
+        "svg.fonttype": "none",
+        "svg.hashsalt": "stage2",
+        "font.size": 9,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+    }
 )
 
 _CSS = """
@@ -37,7 +44,7 @@ td,th{border:1px solid #d9e2ec;padding:4px 8px;text-align:left} th{background:#f
 
 def _svg(fig) -> str:
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buffer.getvalue()
     return text[text.index("<svg") :]

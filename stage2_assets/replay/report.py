@@ -1,0 +1,82 @@
+"""The replay report as HTML: no timestamps, no version names, so it is reproducible bit for bit."""
+
+from __future__ import annotations
+
+import html
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from stage2_assets.reporting.dashboard import _CSS, _svg, _table
+
+LABELS = {
+    "adaptive": "adaptive (shadow + tests)",
+    "frozen": "frozen first model",
+    "always_promote": "retrained, always promoted",
+}
+
+
+def _weekly_chart(report: dict, regime_changes: list[dict]) -> str:
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for arm, figures in report["arms"].items():
+        series = pd.Series(figures["weekly_accuracy"])
+        series.index = pd.to_datetime(series.index)
+        ax.plot(series.index, series.rolling(4, min_periods=1).mean(), label=LABELS[arm])
+    for change in regime_changes:
+        ax.axvline(pd.Timestamp(change["change"]), color="#c62828", ls=":", lw=1)
+    ax.axhline(0.5, color="#9fb3c8", ls="--", lw=1)
+    ax.set_ylabel("accuracy (4-week mean)")
+    ax.legend(fontsize=7)
+    fig.autofmt_xdate()
+    return _svg(fig)
+
+
+def render_replay(report: dict, title: str) -> str:
+    arms = report.get("arms", {})
+    summary = pd.DataFrame(
+        [
+            {
+                "arm": LABELS[a],
+                **{
+                    k: f[k]
+                    for k in (
+                        "accuracy",
+                        "balanced_accuracy",
+                        "mean_confidence",
+                        "ece",
+                        "sharpe",
+                        "max_drawdown",
+                    )
+                },
+                "accuracy 95% CI": f"[{f['ci']['accuracy'][0]:.4f}, {f['ci']['accuracy'][1]:.4f}]",
+                "Sharpe 95% CI": f"[{f['ci']['sharpe'][0]:.2f}, {f['ci']['sharpe'][1]:.2f}]",
+            }
+            for a, f in arms.items()
+        ]
+    )
+    quarters = pd.DataFrame(
+        [
+            {"quarter": q, **{LABELS[a]: arms[a]["by_quarter"][q]["accuracy"] for a in arms}}
+            for q in (next(iter(arms.values()))["by_quarter"] if arms else {})
+        ]
+    )
+    long_term = pd.DataFrame(
+        [{"arm": LABELS[a], **v} for a, v in report.get("long_term", {}).items()]
+    )
+    changes = report.get("regime_changes", [])
+    decisions = pd.DataFrame([report["decisions"]])
+    failed = pd.DataFrame(report["weeks_failed"])
+    chart = _weekly_chart(report, changes) if arms else '<p class="none">no scored rows</p>'
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>
+<p class="meta">{report["weeks"]} weeks, {report["period"]["from"]} .. {report["period"]["to"]}; every arm scored on the same
+{report["rows"]} (symbol, day) rows. Intervals: day-block bootstrap, 95%.</p>
+<h2>Arms over the whole replay</h2>{_table(summary)}
+<h2>Accuracy over time</h2><div class="chart">{chart}</div>
+<h2>By quarter (accuracy)</h2>{_table(quarters)}
+<h2>Long-term: static vs adaptive</h2>{_table(long_term)}
+<p class="meta">Accuracy retention = last quarter's accuracy / first quarter's.</p>
+<h2>Decisions</h2>{_table(decisions)}
+<h2>Regime changes</h2>{_table(pd.DataFrame(changes))}
+<h2>Weeks that failed (production kept)</h2>{_table(failed)}
+</body></html>"""

@@ -1,0 +1,141 @@
+"""Walk-forward replay: the weekly loop over history, week after week, resumable.
+
+Each week runs ``weekly_adaptation`` for its partition, as of the week's last day, exactly as the
+schedule would have run it live. Every finished week is recorded in ``replay_log`` (done, or failed
+with the reason: that week production stays, and the replay goes on); a restarted replay skips the
+recorded weeks, and a week cut short by a crash is run again. Re-running a week is idempotent: stored
+bars and predictions are not duplicated, and the week's candidate is reused, not trained twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from stage2_assets.assets.training import REUSE_TAG
+from stage2_assets.errors import Stage2Error
+from stage2_assets.launch import run_failures, run_job
+from stage2_assets.partitions import partition_key_for, week_window
+from stage2_assets.resources.warehouse import Warehouse
+
+REPLAY_LOG = """
+CREATE TABLE IF NOT EXISTS replay_log (
+    week VARCHAR PRIMARY KEY, as_of DATE, status VARCHAR, run_id VARCHAR, seconds DOUBLE, reason VARCHAR
+)
+"""
+
+
+def _first_and_last_day(path: Path) -> tuple[dt.date, dt.date] | None:
+    """Dates of a CSV's first and last data lines, reading only its head and tail."""
+    with path.open("rb") as handle:
+        handle.readline()
+        first = handle.readline()
+        handle.seek(max(0, path.stat().st_size - 4096))
+        lines = [line for line in handle.read().splitlines() if line.strip()]
+    try:
+        return (
+            dt.date.fromisoformat(first.split(b",", 1)[0].decode()),
+            dt.date.fromisoformat(lines[-1].split(b",", 1)[0].decode()),
+        )
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def source_coverage(settings) -> tuple[dt.date, dt.date] | None:
+    """First and last date the configured source can answer for (None: unknown, as for yfinance)."""
+    ds = settings.data_source
+    if ds.kind == "simulated":
+        return ds.simulated.start_date, dt.date.today()
+    if ds.kind == "csv":
+        spans = [
+            span
+            for path in sorted(Path(settings.csv_path).glob("*.csv"))
+            if (span := _first_and_last_day(path))
+        ]
+        if not spans:
+            raise Stage2Error(f"no readable SYMBOL.csv in {settings.csv_path}")
+        return min(s[0] for s in spans), max(s[1] for s in spans)
+    return None
+
+
+def replay_weeks(settings, start: dt.date, end: dt.date) -> list[tuple[str, dt.date]]:
+    """(partition key, as-of date) of every week from ``start`` to ``end``, checked against the data."""
+    if end < start:
+        raise Stage2Error(f"--to {end} is before --from {start}")
+    end = min(end, dt.date.today())
+    coverage = source_coverage(settings)
+    if coverage is not None:
+        first, last = coverage
+        if start > last or end < first:
+            raise Stage2Error(
+                f"the range {start}..{end} lies outside the data of source '{settings.data_source.kind}' ({first}..{last})"
+            )
+        if start < first:
+            raise Stage2Error(
+                f"--from {start} is before the first bar of the data ({first}); start on or after it"
+            )
+        end = min(end, last)
+    weeks = []
+    key = partition_key_for(start)
+    while dt.date.fromisoformat(key) <= end:
+        weeks.append((key, min(week_window(key)[1], end)))
+        key = (dt.date.fromisoformat(key) + dt.timedelta(days=7)).isoformat()
+    return weeks
+
+
+def recorded_weeks(warehouse: Warehouse) -> pd.DataFrame:
+    with warehouse.connect() as conn:
+        conn.execute(REPLAY_LOG)
+        return conn.execute("SELECT * FROM replay_log ORDER BY week").df()
+
+
+def run_replay(
+    settings,
+    start: dt.date,
+    end: dt.date,
+    log_level: str = "ERROR",
+    on_week: Callable[[str, dt.date, str, float], None] | None = None,
+) -> pd.DataFrame:
+    """Run every week not yet recorded; return the whole replay_log."""
+    warehouse = Warehouse(database=str(settings.warehouse_path))
+    weeks = replay_weeks(settings, start, end)
+    log = recorded_weeks(warehouse)
+    # a week counts as done only for the as-of it ran with (a replay that ended mid-week and is
+    # extended later runs that week again, as of its end)
+    done = {(row.week, pd.Timestamp(row.as_of).date()) for row in log.itertuples()}
+    for key, as_of in weeks:
+        if (key, as_of) in done:
+            continue
+        started = time.perf_counter()
+        result = run_job(
+            settings,
+            "weekly_adaptation",
+            as_of,
+            extra_tags={REUSE_TAG: "true", "stage2/replay": "true"},
+            log_level=log_level,
+        )
+        seconds = time.perf_counter() - started
+        problems = run_failures(result)
+        skipped = any(e.event_type_value == "STEP_SKIPPED" for e in result.all_events)
+        status = "done" if result.success and not skipped else "failed"
+        reason = "; ".join(
+            problems
+        )  # for a done week, a failed non-blocking check (degradation) is kept as a note
+        with warehouse.connect() as conn:
+            conn.execute(REPLAY_LOG)
+            conn.execute(
+                "INSERT OR REPLACE INTO replay_log VALUES (?, ?, ?, ?, ?, ?)",
+                [key, as_of, status, result.run_id, seconds, reason[:2000] or None],
+            )
+        if on_week:
+            on_week(key, as_of, status, seconds)
+    return recorded_weeks(warehouse)
+
+
+def regime_starts(settings) -> list[dt.date]:
+    ds = settings.data_source
+    return [r.start for r in ds.simulated.regimes[1:]] if ds.kind == "simulated" else []
