@@ -77,6 +77,7 @@ def test_every_shipped_config_loads():
         "adaptation.yaml",
         "market-data.yaml",
         "demo-regime-change.yaml",
+        "replay-two-regimes.yaml",
     }
     for path in shipped:
         assert load_settings(path).config_path == path

@@ -1,0 +1,109 @@
+"""Replay benchmark: a 52-week walk-forward replay, per-week time printed as it goes.
+
+Default: all of ../shared/market-data with the default training settings (2-year window, 5 members,
+up to 20 epochs, batch 128), weeks of 2019, in fresh temporary stores. Prints each week's time, the
+mean of the first and last 13 weeks (is the cost flat?), the total, peak RSS, and the arms.
+
+    python benchmarks/bench_replay.py [--config config/market-data.yaml] [--from 2019-01-05] [--to 2019-12-31]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "config" / "market-data.yaml"))
+    parser.add_argument("--from", dest="start", default="2019-01-05")
+    parser.add_argument("--to", dest="end", default="2019-12-31")
+    parser.add_argument(
+        "--out", help="folder to keep the report and stores in (default: a temporary one)"
+    )
+    args = parser.parse_args()
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="stage2-replay-"))
+    out.mkdir(parents=True, exist_ok=True)
+    raw = yaml.safe_load(Path(args.config).read_text())
+    raw.setdefault("data_source", {})
+    if raw["data_source"].get("path"):
+        raw["data_source"]["path"] = str(
+            (Path(args.config).parent / raw["data_source"]["path"]).resolve()
+        )
+    raw["storage"] = {"warehouse": str(out / "warehouse.duckdb"), "models": str(out / "models")}
+    raw.setdefault("alerts", {})["jsonl_path"] = str(out / "alerts.jsonl")
+    (out / "adaptation.yaml").write_text(yaml.safe_dump(raw))
+    home = out / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+    from stage2_assets.config import load_settings
+    from stage2_assets.replay.evaluation import evaluate
+    from stage2_assets.replay.report import render_replay
+    from stage2_assets.replay.runner import regime_starts, run_replay
+    from stage2_assets.resources.model_store import ModelStore
+    from stage2_assets.resources.warehouse import Warehouse
+
+    settings = load_settings(out / "adaptation.yaml")
+    times: list[float] = []
+
+    def progress(week, as_of, status, seconds):
+        times.append(seconds)
+        print(
+            f"week {len(times):>2} {week} as of {as_of}: {status:<6} {seconds:6.1f} s", flush=True
+        )
+
+    started = time.perf_counter()
+    log = run_replay(
+        settings,
+        dt.date.fromisoformat(args.start),
+        dt.date.fromisoformat(args.end),
+        on_week=progress,
+    )
+    total = time.perf_counter() - started
+    report = evaluate(
+        Warehouse(database=str(settings.warehouse_path)),
+        ModelStore(root=str(settings.models_path)),
+        log,
+        settings.monitoring.transaction_cost_bps,
+        settings.ab_testing.bootstrap_samples,
+        0,
+        regime_starts(settings),
+    )
+    (out / "replay.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    (out / "replay.html").write_text(
+        render_replay(report, f"stage2 replay {args.start} .. {args.end}")
+    )
+    quarter = max(len(times) // 4, 1)
+    print(
+        f"weeks {len(times)}, total {total / 60:.1f} min, mean {sum(times) / max(len(times), 1):.1f} s/week"
+    )
+    print(
+        f"first {quarter} weeks (after the first) mean {sum(times[1 : quarter + 1]) / quarter:.1f} s; "
+        f"last {quarter} weeks mean {sum(times[-quarter:]) / quarter:.1f} s"
+    )
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    for arm, f in report.get("arms", {}).items():
+        print(
+            f"{arm:<15} accuracy {f['accuracy']:.4f} CI {f['ci']['accuracy']}  confidence {f['mean_confidence']:.4f} "
+            f"ECE {f['ece']:.4f} Sharpe {f['sharpe']:.2f} CI {f['ci']['sharpe']} max drawdown {f['max_drawdown']:.3f}"
+        )
+    print(f"decisions {report['decisions']}; report in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
