@@ -304,6 +304,24 @@ def pd_to_date(values):
     return pd.to_datetime(values).dt.date
 
 
+def cmd_backup(args, settings) -> int:
+    from stage2_assets.backup import backup
+
+    manifest = backup(settings, Path(args.path))
+    print(f"backed up {len(manifest['files'])} files to {Path(args.path).resolve()}")
+    return 0
+
+
+def cmd_restore(args, settings) -> int:
+    from stage2_assets.backup import restore
+
+    manifest = restore(settings, Path(args.path))
+    print(
+        f"restored {len(manifest['files'])} files into {settings.warehouse_path} and {settings.models_path}"
+    )
+    return 0
+
+
 def cmd_dashboard(args, settings) -> int:
     from stage2_assets.reporting.dashboard import gather, render
     from stage2_assets.resources.warehouse import Warehouse
@@ -345,6 +363,30 @@ def cmd_status(args, settings) -> int:
                 f"last comparison: {last['candidate']} vs {last['production']}: {last['decision']} ({last['reason']})"
             )
     return 0
+
+
+# Commands that change the stores run one at a time per warehouse.
+EXCLUSIVE = {"weekly", "refresh", "train", "promote", "rollback", "replay", "restore"}
+
+
+def exclusive(settings, command: str):
+    """An exclusive lock beside the warehouse; a second stage2 cycle is refused with a clear message."""
+    from filelock import FileLock, Timeout
+
+    path = settings.warehouse_path.with_name(settings.warehouse_path.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = path.with_suffix(".owner")
+        who = holder.read_text().strip() if holder.exists() else "another process"
+        raise Stage2Error(
+            f"another stage2 command is changing {settings.warehouse_path} ({who}); `stage2 {command}` was refused, "
+            "nothing changed. Run it again when that one has finished."
+        ) from None
+    path.with_suffix(".owner").write_text(f"pid {os.getpid()}: stage2 {command}\n")
+    return lock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -412,6 +454,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--report", help="write the HTML report here")
     replay.add_argument("--json-out", help="write the figures as JSON here (a contract)")
     replay.set_defaults(func=cmd_replay)
+    backup = sub.add_parser(
+        "backup", help="copy the warehouse and the model store into a new folder"
+    )
+    backup.add_argument("path")
+    backup.set_defaults(func=cmd_backup)
+    restore = sub.add_parser(
+        "restore", help="restore a backup into the configured (empty) warehouse and model store"
+    )
+    restore.add_argument("path")
+    restore.set_defaults(func=cmd_restore)
     dashboard = sub.add_parser("dashboard", help="write a self-contained HTML dashboard")
     dashboard.add_argument(
         "--out", default="report.html", help="file to write (default report.html)"
@@ -430,6 +482,12 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = load_settings(args.config)
         _prepare_instance(settings)
+        if args.command in EXCLUSIVE:
+            lock = exclusive(settings, args.command)
+            try:
+                return args.func(args, settings)
+            finally:
+                lock.release()
         return args.func(args, settings)
     except Stage2Error as exc:
         print(f"stage2: {exc}", file=sys.stderr)

@@ -236,3 +236,39 @@ def test_comparisons_command_recomputes_every_stored_decision(loop, capsys):
         listing[0]["recomputed"]["matches"] is True
         and listing[0]["recomputed"]["rows"] == listing[0]["rows"]
     )
+
+
+def test_backup_restores_into_an_empty_place_with_the_same_status(loop, tmp_path, capsys):
+    import yaml
+
+    settings, _ = loop
+    config = str(settings.config_path)
+    assert main(["--config", config, "backup", str(tmp_path / "bk")]) == 0
+    assert main(["--config", config, "status", "--json"]) == 0
+    original = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    raw = yaml.safe_load(settings.config_path.read_text())
+    raw["storage"] = {
+        "warehouse": str(tmp_path / "new" / "wh.duckdb"),
+        "models": str(tmp_path / "new" / "models"),
+    }
+    (tmp_path / "new.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["--config", str(tmp_path / "new.yaml"), "restore", str(tmp_path / "bk")]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(tmp_path / "new.yaml"), "status", "--json"]) == 0
+    restored = json.loads(capsys.readouterr().out)
+    restored.pop("warehouse")
+    original.pop("warehouse")
+    assert restored == original
+    assert (
+        main(["--config", str(tmp_path / "new.yaml"), "restore", str(tmp_path / "bk")]) == 2
+    )  # never overwrites
+    weights = next((tmp_path / "bk" / "models" / "versions").glob("*/weights.safetensors"))
+    weights.write_bytes(weights.read_bytes() + b"x")
+    raw["storage"] = {
+        "warehouse": str(tmp_path / "other" / "wh.duckdb"),
+        "models": str(tmp_path / "other" / "models"),
+    }
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["--config", str(tmp_path / "other.yaml"), "restore", str(tmp_path / "bk")]) == 2
+    assert "does not match its checksum; nothing was restored" in capsys.readouterr().err
+    assert not (tmp_path / "other" / "wh.duckdb").exists()
