@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from stage2_assets.faults import fault_point
 from stage2_assets.market.calendar import sessions_between
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -206,6 +207,7 @@ def validate_bars(
     definition = gx_context.validation_definitions.add(
         gx.ValidationDefinition(name="daily_bars", data=batch, suite=suite)
     )
+    fault_point("gx_validation")
     result = definition.run(batch_parameters={"dataframe": rows}, result_format="COMPLETE")
     report.expectations = len(result.results)
     # Results do not come back in suite order: each names its rule through ``meta``.

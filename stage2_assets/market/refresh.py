@@ -15,6 +15,7 @@ import duckdb
 import pandas as pd
 
 from stage2_assets.errors import SourceMismatchError
+from stage2_assets.faults import fault_point
 from stage2_assets.market.bars import STORED_COLUMNS
 from stage2_assets.resources.market_data import FetchResult
 from stage2_assets.resources.warehouse import one
@@ -87,6 +88,7 @@ def store_fetched(
         )
         log = _log_rows(fetched, starts, stats, run_id, as_of, now)
         conn.register("refresh_log_rows", log)
+        fault_point("refresh_insert")  # bars written, transaction still open
         conn.execute("INSERT INTO refresh_log SELECT * FROM refresh_log_rows")
         conn.unregister("refresh_log_rows")
         if incoming is not None:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stage2_assets.faults import fault_point
 from stage2_assets.ml.dataset import Split, fingerprint, time_split
 from stage2_assets.ml.ensemble import member_probabilities
 from stage2_assets.ml.features import FEATURE_COLUMNS
@@ -89,6 +90,7 @@ def build_candidate(
     split: Split, cutoff: dt.date, retraining, trainer_overrides: dict | None = None
 ):
     """Train a candidate on a split of the window ending at ``cutoff``; return (tensors, metadata)."""
+    fault_point("training")
     y_train = split.train["label"].to_numpy(dtype=np.float32)
     y_val = split.val["label"].to_numpy(dtype=np.float32)
     result = train_ensemble(

@@ -25,6 +25,7 @@ import dagster as dg
 from pydantic import Field
 
 from stage2_assets.errors import ModelStoreError
+from stage2_assets.faults import fault_point
 from stage2_assets.names import validate_version
 
 WEIGHTS = "weights.safetensors"
@@ -92,6 +93,7 @@ class ModelStore(dg.ConfigurableResource):
             for file in (WEIGHTS, METADATA, CHECKSUMS):
                 with (tmp / file).open("rb") as handle:
                     os.fsync(handle.fileno())
+            fault_point("version_write")  # every file written, not yet renamed into place
             os.rename(tmp, self.versions_dir / name)
             _fsync_dir(self.versions_dir)
         except BaseException as exc:
@@ -126,6 +128,7 @@ class ModelStore(dg.ConfigurableResource):
         link = self.path / "production"
         tmp = self.path / f".production-{uuid.uuid4().hex}"
         os.symlink(Path("versions") / version, tmp)
+        fault_point("pointer_swap")  # the new link exists under a temporary name
         os.replace(tmp, link)
         _fsync_dir(self.path)
         return self.append_event(event, version, reason, previous=previous, **extra)
