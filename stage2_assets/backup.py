@@ -8,27 +8,19 @@ Restore verifies every checksum first and never overwrites: it refuses a target 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
 from stage2_assets.errors import Stage2Error
+from stage2_assets.resources.model_store import sha256_file
 from stage2_assets.resources.warehouse import Warehouse
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files(root: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(root)): _sha256(p)
+        str(p.relative_to(root)): sha256_file(p)
         for p in sorted(root.rglob("*"))
         if p.is_file() and not p.is_symlink()
     }

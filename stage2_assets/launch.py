@@ -40,6 +40,17 @@ def run_job(
     return result
 
 
+def error_message(error) -> str:
+    """What our code said, under Dagster's "Error occurred while executing" wrappers."""
+    while (
+        error is not None
+        and error.cause is not None
+        and "Error occurred while executing" in error.message
+    ):
+        error = error.cause
+    return error.message.strip() if error else "unknown error"
+
+
 def run_failures(result) -> list[str]:
     """What went wrong in a run, one line each: failed steps with our error, failed checks, skipped steps."""
     lines = []

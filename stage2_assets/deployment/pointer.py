@@ -11,7 +11,7 @@ from stage2_assets.deployment.shadow import cutoff_of, paired_rows, previous_pro
 from stage2_assets.errors import ModelStoreError
 from stage2_assets.names import validate_version
 from stage2_assets.resources.model_store import ModelStore
-from stage2_assets.stats.comparison import PROMOTE, compare
+from stage2_assets.stats.comparison import PROMOTE, compare_under
 
 
 def beats_baselines(metadata: dict) -> tuple[bool, str]:
@@ -79,12 +79,9 @@ def decide(
             }
         start = as_of - dt.timedelta(days=30)
         paired = paired_rows(conn, previous, start, as_of, against=production)
-        result = compare(
+        result = compare_under(
             paired,
-            significance_level=ab.significance_level,
-            min_improvement=ab.min_improvement,
-            min_samples=ab.min_samples,
-            bootstrap_samples=ab.bootstrap_samples,
+            ab,
             seed=int(as_of.strftime("%Y%m%d")),
         )
         if result.decision == PROMOTE:

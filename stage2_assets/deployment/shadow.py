@@ -17,7 +17,7 @@ import pandas as pd
 from stage2_assets.ml.predictor import EnsemblePredictor
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.warehouse import one
-from stage2_assets.stats.comparison import INSUFFICIENT, KEEP, Comparison, compare
+from stage2_assets.stats.comparison import INSUFFICIENT, KEEP, Comparison, compare_under
 from stage2_assets.stats.performance import degradation_test, performance
 
 PRODUCTION, SHADOW = "production", "shadow"
@@ -306,12 +306,9 @@ def run_comparisons(
         if period_end > as_of:
             continue
         paired = paired_rows(conn, version, cutoff, period_end)
-        result = compare(
+        result = compare_under(
             paired,
-            significance_level=ab.significance_level,
-            min_improvement=ab.min_improvement,
-            min_samples=ab.min_samples,
-            bootstrap_samples=ab.bootstrap_samples,
+            ab,
             seed=int(cutoff.strftime("%Y%m%d")),
         )
         if result.decision == INSUFFICIENT and as_of > cutoff + dt.timedelta(
@@ -366,12 +363,9 @@ def recompute_comparison(
         [candidate, as_of],
     )
     paired = paired_rows(conn, candidate, start, end)
-    result = compare(
+    result = compare_under(
         paired,
-        significance_level=ab.significance_level,
-        min_improvement=ab.min_improvement,
-        min_samples=ab.min_samples,
-        bootstrap_samples=ab.bootstrap_samples,
+        ab,
         seed=int(start.strftime("%Y%m%d")),
     )
     assert served is None or set(served.split(",")) == set(paired["production_version"]), (

@@ -33,7 +33,7 @@ METADATA = "metadata.json"
 CHECKSUMS = "checksums.json"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -88,7 +88,7 @@ class ModelStore(dg.ConfigurableResource):
             (tmp / METADATA).write_text(
                 json.dumps({**metadata, "version": name}, indent=2, sort_keys=True, default=str)
             )
-            checksums = {WEIGHTS: _sha256(tmp / WEIGHTS), METADATA: _sha256(tmp / METADATA)}
+            checksums = {WEIGHTS: sha256_file(tmp / WEIGHTS), METADATA: sha256_file(tmp / METADATA)}
             (tmp / CHECKSUMS).write_text(json.dumps(checksums, indent=2))
             for file in (WEIGHTS, METADATA, CHECKSUMS):
                 with (tmp / file).open("rb") as handle:
@@ -169,7 +169,7 @@ class ModelStore(dg.ConfigurableResource):
         for file in (WEIGHTS, METADATA):
             if not (path / file).is_file():
                 raise ModelStoreError(f"version {version}: {file} is missing")
-            if _sha256(path / file) != expected.get(file):
+            if sha256_file(path / file) != expected.get(file):
                 raise ModelStoreError(
                     f"version {version}: {file} does not match its checksum (corrupted or tampered)"
                 )

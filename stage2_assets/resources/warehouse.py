@@ -16,26 +16,9 @@ from dagster._utils.backoff import backoff
 from dagster_duckdb import DuckDBResource
 
 from stage2_assets.errors import Stage2Error
+from stage2_assets.ml.features import FEATURE_COLUMNS
 
-FEATURE_SQL_COLUMNS = ",\n    ".join(
-    f"{name} DOUBLE"
-    for name in (
-        "ret_1d",
-        "ret_5d",
-        "ret_10d",
-        "ret_20d",
-        "vol_20d",
-        "rsi_14",
-        "macd",
-        "macd_signal",
-        "bb_pct_b",
-        "atr_14_pct",
-        "sma_ratio_10_50",
-        "volume_z_20",
-        "stoch_k_14",
-        "hl_range",
-    )
-)
+FEATURE_SQL_COLUMNS = ",\n    ".join(f"{name} DOUBLE" for name in FEATURE_COLUMNS)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS store_info (key VARCHAR PRIMARY KEY, value VARCHAR);

@@ -176,3 +176,15 @@ def compare(
             else f"candidate is worse ({acc_diff:+.2%}, p={p_mc:.4f})"
         )
     return result
+
+
+def compare_under(paired: pd.DataFrame, ab, seed: int) -> Comparison:
+    """``compare`` with the rule of the ``ab_testing`` settings."""
+    return compare(
+        paired,
+        significance_level=ab.significance_level,
+        min_improvement=ab.min_improvement,
+        min_samples=ab.min_samples,
+        bootstrap_samples=ab.bootstrap_samples,
+        seed=seed,
+    )
