@@ -23,6 +23,7 @@ import pandas as pd
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
+from stage2_assets.config import QualityRules  # noqa: E402
 from stage2_assets.market.refresh import plan_starts, store_fetched  # noqa: E402
 from stage2_assets.market.validation import apply_passing, evaluate_quality  # noqa: E402
 from stage2_assets.ml.features import compute_features  # noqa: E402
@@ -56,7 +57,7 @@ def refresh(warehouse: Warehouse, source: CsvSource, as_of: dt.date, run_id: str
 def gate(warehouse: Warehouse, run_id: str) -> dict:
     """What the quality gate and validated_bars do: GX over pending bars, upsert the passing ones."""
     with warehouse.connect() as conn:
-        report, pending = evaluate_quality(conn, run_id, 0.4, 5)
+        report, pending = evaluate_quality(conn, run_id, QualityRules())
         written = apply_passing(conn, report, run_id)
     return {"judged": len(pending), "validated": len(written), "quarantined": report.failed}
 

@@ -162,6 +162,12 @@ class QualityRules(_Section):
     max_abs_daily_move: float = Field(
         0.4, gt=0, description="One-day |close/previous close - 1| above this is flagged (splits)."
     )
+    max_price_ratio: float = Field(
+        25.0,
+        gt=1,
+        description="A close more than this many times (or less than 1/this of) the previous close quarantines "
+        "the symbol: a unit error (cents for dollars), larger than any real split.",
+    )
     max_missing_sessions: int = Field(
         5, ge=0, description="Missing NYSE sessions between two bars above this are flagged."
     )

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -126,3 +127,75 @@ def test_a_kill_at_each_stage_leaves_consistent_stores_and_the_next_run_complete
         ).fetchall()[0]
     assert rows == distinct > 0
     print(f"kill points survived so far: {len(KILLED)} ({', '.join(KILLED)})")
+
+
+def test_provider_faults_are_quarantined_or_reported_and_the_rest_advances(tmp_path):
+    import datetime as dt
+
+    from stage2_assets.config import QualityRules
+    from stage2_assets.market.refresh import plan_starts, store_fetched
+    from stage2_assets.market.validation import apply_passing, evaluate_quality
+    from stage2_assets.resources.market_data import YFinanceSource
+    from stage2_assets_tests.test_market_data_sources import _yf_frame
+
+    symbols = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG", "HHH", "III", "JJJ"]
+    full = _yf_frame(symbols, days=30)  # 2024-01-02 .. 2024-02-12
+    faulty = {"on": False}
+
+    def downloader(tickers, start, end, **kwargs):
+        frame = full[(full.index >= start) & (full.index < end)]
+        if faulty["on"]:
+            frame = frame.copy()
+            frame[("AAA", "Close")] *= 100  # prices in cents
+            frame[("AAA", "Open")] *= 100
+            frame[("AAA", "High")] *= 100
+            frame[("AAA", "Low")] *= 100
+            frame.columns = pd.MultiIndex.from_tuples(  # CCC's close arrives under another name
+                [("CCC", "Last") if col == ("CCC", "Close") else col for col in frame.columns]
+            )
+            frame = frame.drop(columns="DDD", level=0)  # a partial answer
+            bbb = (
+                frame["BBB"][["Volume", "Low", "Open", "Close", "High", "Adj Close"]]
+                if "Close" in frame["BBB"]
+                else None
+            )
+            if bbb is not None:
+                frame = frame.drop(columns="BBB", level=0).join(pd.concat({"BBB": bbb}, axis=1))
+        return frame
+
+    source = YFinanceSource(
+        symbols_file="unused", backoff_seconds=0, max_retries=0
+    ).with_downloader(downloader)
+    warehouse = Warehouse(database=str(tmp_path / "wh.duckdb"))
+
+    def refresh(as_of, run_id):
+        with warehouse.connect() as conn:
+            starts = plan_starts(conn, symbols, dt.date(2024, 1, 1), 5, as_of)
+            log = store_fetched(
+                conn, source.fetch(starts, as_of), starts, "yfinance", run_id, as_of
+            )
+            report, _ = evaluate_quality(conn, run_id, QualityRules())
+            apply_passing(conn, report, run_id)
+        return log, report
+
+    refresh(dt.date(2024, 1, 31), "r1")
+    with warehouse.connect(read_only=True) as conn:
+        before = dict(
+            conn.execute("SELECT symbol, max(date) FROM validated_bars GROUP BY symbol").fetchall()
+        )
+    faulty["on"] = True
+    log, report = refresh(dt.date(2024, 2, 12), "r2")
+    with warehouse.connect(read_only=True) as conn:
+        after = dict(
+            conn.execute("SELECT symbol, max(date) FROM validated_bars GROUP BY symbol").fetchall()
+        )
+    errors = dict(zip(log["symbol"], log["error"], strict=True))
+    assert "missing column(s) close" in errors["CCC"]
+    assert "no columns" in errors["DDD"]
+    assert report.failed == ["AAA"] and any(
+        "[price_scale_consistent]" in r for r in report.errors["AAA"]
+    )
+    for symbol in ("AAA", "CCC", "DDD"):  # the store is unchanged for the affected symbols
+        assert after[symbol] == before[symbol] == dt.date(2024, 1, 31)
+    for symbol in ("BBB", "EEE", "JJJ"):  # shuffled columns are read by name; the rest advance
+        assert after[symbol] == dt.date(2024, 2, 12)

@@ -126,9 +126,7 @@ def raw_bars_quality_gate(
 ) -> dg.AssetCheckResult:
     rules = stage2_settings.get().data_refresh.quality
     with warehouse.connect() as conn:
-        report, _ = evaluate_quality(
-            conn, context.run.run_id, rules.max_abs_daily_move, rules.max_missing_sessions
-        )
+        report, _ = evaluate_quality(conn, context.run.run_id, rules)
     passed = report.failed_share <= rules.max_failed_symbol_share
     quarantined = pd.DataFrame(
         [(s, "; ".join(r)) for s, r in sorted(report.errors.items())], columns=["symbol", "reasons"]
@@ -167,9 +165,7 @@ def validated_bars(
     with warehouse.connect() as conn:
         report = load_report(conn, context.run.run_id)
         if report is None:  # materialized without its gate: judge here, by the same rules
-            report, _ = evaluate_quality(
-                conn, context.run.run_id, rules.max_abs_daily_move, rules.max_missing_sessions
-            )
+            report, _ = evaluate_quality(conn, context.run.run_id, rules)
         if report.failed_share > rules.max_failed_symbol_share:
             raise QualityGateError(
                 f"{len(report.errors)} of {len(report.rows)} symbols failed the quality suite "

@@ -70,13 +70,18 @@ def prepare(pending: pd.DataFrame, context: pd.DataFrame, as_of: dt.date) -> pd.
     with np.errstate(divide="ignore", invalid="ignore"):
         move = (rows["close"] / previous["close"] - 1.0).abs()
     rows["abs_move"] = move.where(previous["close"] > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = rows["close"] / previous["close"]
+    rows["price_ratio"] = np.maximum(ratio, 1 / ratio).where(
+        (previous["close"] > 0) & (rows["close"] > 0)
+    )
     gaps = sessions_between(previous["date"].fillna(rows["date"]), rows["date"])
     rows["missing_sessions"] = gaps.where(previous["date"].notna())
     rows["days_after_as_of"] = (rows["date"] - pd.Timestamp(as_of)).dt.days
     return rows
 
 
-def _suite(max_abs_move: float, max_missing_sessions: int):
+def _suite(max_abs_move: float, max_missing_sessions: int, max_price_ratio: float):
     import great_expectations.expectations as gxe
 
     error = "error"
@@ -134,6 +139,14 @@ def _suite(max_abs_move: float, max_missing_sessions: int):
             Rule("no_future_dates", error, "date is after the as-of date"),
         ),
         (
+            gxe.ExpectColumnValuesToBeBetween(column="price_ratio", max_value=max_price_ratio),
+            Rule(
+                "price_scale_consistent",
+                error,
+                f"close changed more than {max_price_ratio:g}x in a day (a unit error)",
+            ),
+        ),
+        (
             gxe.ExpectColumnValuesToBeBetween(column="abs_move", max_value=max_abs_move),
             Rule(
                 "daily_move_bounded",
@@ -177,6 +190,7 @@ def validate_bars(
     as_of: dt.date,
     max_abs_move: float,
     max_missing_sessions: int,
+    max_price_ratio: float = 25.0,
 ) -> QualityReport:
     """Run the suite over the pending bars and return per-symbol errors and warnings."""
     import great_expectations as gx
@@ -196,7 +210,7 @@ def validate_bars(
         .add_dataframe_asset("pending")
         .add_batch_definition_whole_dataframe("all")
     )
-    rules = _suite(max_abs_move, max_missing_sessions)
+    rules = _suite(max_abs_move, max_missing_sessions, max_price_ratio)
     suite = gx.ExpectationSuite(name="daily_bars")
     by_name = {}
     for expectation, rule in rules:

@@ -47,14 +47,19 @@ def pending_bars(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.Data
 
 
 def evaluate_quality(
-    conn: duckdb.DuckDBPyConnection,
-    run_id: str,
-    max_abs_move: float,
-    max_missing_sessions: int,
+    conn: duckdb.DuckDBPyConnection, run_id: str, rules
 ) -> tuple[QualityReport, pd.DataFrame]:
-    """Judge the pending bars, record verdicts and quarantine (one transaction), return both."""
+    """Judge the pending bars by ``rules`` (data_refresh.quality), record verdicts and quarantine in one
+    transaction, and return both."""
     pending, context = pending_bars(conn)
-    report = validate_bars(pending, context, dt.date.today(), max_abs_move, max_missing_sessions)
+    report = validate_bars(
+        pending,
+        context,
+        dt.date.today(),
+        rules.max_abs_daily_move,
+        rules.max_missing_sessions,
+        rules.max_price_ratio,
+    )
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     log = pd.DataFrame(
         [
