@@ -290,3 +290,10 @@ def test_an_explosive_momentum_is_refused():
     )
     with pytest.raises(ValueError, match=r"\|momentum\| must stay below 0.2"):
         simulate_bars(spec, spec.symbols, dt.date(2023, 6, 30))
+
+
+def test_a_row_with_more_fields_than_the_header_is_refused_not_raised(tmp_path):
+    """Found by the fuzzed CSV battery: pandas turned the extra fields into an index and normalization raised."""
+    (tmp_path / "RAGGED.csv").write_text("date,open,high,low,close,volume\n,0.0,0.0,0.0,,,,\n")
+    result = CsvSource(folder=str(tmp_path)).fetch({"RAGGED": START}, dt.date(2024, 12, 31))
+    assert "RAGGED" in result.errors and result.errors["RAGGED"].startswith("RAGGED:")

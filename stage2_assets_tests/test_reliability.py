@@ -199,3 +199,110 @@ def test_provider_faults_are_quarantined_or_reported_and_the_rest_advances(tmp_p
         assert after[symbol] == before[symbol] == dt.date(2024, 1, 31)
     for symbol in ("BBB", "EEE", "JJJ"):  # shuffled columns are read by name; the rest advance
         assert after[symbol] == dt.date(2024, 2, 12)
+
+
+FUZZ_CASES = []
+
+
+def _csv_texts():
+    """Half garbage files, half well-formed files with hostile values (the ones that reach the gate)."""
+    import datetime as dt
+
+    from hypothesis import strategies as st
+
+    day = st.dates(min_value=dt.date(1800, 1, 1), max_value=dt.date(2200, 12, 31)).map(str)
+    value = st.one_of(
+        st.floats(min_value=-1e12, max_value=1e300, allow_nan=False).map(repr),
+        st.integers(-(10**15), 10**15).map(str),
+        st.just(""),
+    )
+    garbage = st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+        st.text(max_size=6),
+        st.sampled_from(["n/a", "1,5", "\x00", "1e309"]),
+    )
+    good_row = st.tuples(day, value, value, value, value, value).map(",".join)
+    bad_row = st.tuples(
+        st.one_of(day, st.text(max_size=12)), garbage, garbage, garbage, garbage, garbage
+    ).map(",".join)
+    header = st.sampled_from(
+        [
+            "date,open,high,low,close,volume",
+            "Date,Open,High,Low,Close,Volume",
+            "close,volume,date,high,low,open",
+            "date,close,open",
+            "",
+        ]
+    )
+    good = st.tuples(
+        st.sampled_from(["date,open,high,low,close,volume", "Date,Open,High,Low,Close,Volume"]),
+        st.lists(good_row, min_size=1, max_size=25),
+        st.sampled_from(["utf-8", "latin-1"]),
+    )
+    bad = st.tuples(
+        header, st.lists(bad_row, max_size=25), st.sampled_from(["utf-8", "latin-1", "utf-16"])
+    )
+    return st.one_of(good, bad)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_fuzzed_csv_files_never_crash_the_source_and_bad_bars_never_pass(tmp_path_factory):
+    import datetime as dt
+
+    from hypothesis import HealthCheck, given, settings
+
+    from stage2_assets.checks.quality_suite import validate_bars
+    from stage2_assets.resources.market_data import CsvSource
+
+    @settings(
+        max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+    )
+    @given(_csv_texts())
+    def check(case):
+        header, rows, encoding = case
+        folder = tmp_path_factory.mktemp("fuzz")
+        text = "\n".join([header, *rows]) + "\n"
+        (folder / "FUZZ.csv").write_bytes(text.encode(encoding, errors="replace"))
+        result = CsvSource(folder=str(folder)).fetch(
+            {"FUZZ": dt.date(1700, 1, 1)}, dt.date(2300, 1, 1)
+        )
+        FUZZ_CASES.append(
+            "bars"
+            if "FUZZ" in result.bars and not result.bars["FUZZ"].empty
+            else "refused or empty"
+        )
+        assert set(result.bars) | set(result.errors) == {
+            "FUZZ"
+        }  # an answer for the symbol, never an exception
+        if "FUZZ" in result.errors:
+            assert result.errors["FUZZ"].startswith("FUZZ")
+            return
+        bars = result.bars["FUZZ"]
+        assert list(bars.columns) == [
+            "symbol",
+            "date",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "source",
+        ]
+        assert all(bars[c].dtype == "float64" for c in ("open", "high", "low", "close", "volume"))
+        if bars.empty:
+            return
+        report = validate_bars(bars, bars.iloc[0:0], dt.date(2026, 1, 1), 0.4, 5)
+        if (bars["date"] > pd.Timestamp("2026-01-01")).any() or bars[
+            ["open", "high", "low", "close"]
+        ].le(0).any().any():
+            assert report.failed == [
+                "FUZZ"
+            ]  # a future date or a non-positive price never reaches validated_bars
+
+    check()
+    print(
+        f"fuzzed CSV cases: {len(FUZZ_CASES)} ({FUZZ_CASES.count('bars')} parsed into bars and judged)"
+    )
+    assert (
+        len(FUZZ_CASES) >= 60 and FUZZ_CASES.count("bars") >= 10
+    )  # the fuzz reaches the gate, not only refusals

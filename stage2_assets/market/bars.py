@@ -56,7 +56,10 @@ def normalize_frames(
     errors: dict[str, str] = {}
     shaped = {}
     for symbol, frame in frames.items():
-        result = _shape(frame, symbol)
+        try:
+            result = _shape(frame, symbol)
+        except Exception as exc:  # a frame of a shape nobody foresaw is that symbol's problem only
+            result = f"{symbol}: the source's frame cannot be read ({type(exc).__name__}: {exc})"
         if isinstance(result, str):
             errors[symbol] = result
         else:

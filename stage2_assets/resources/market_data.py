@@ -122,11 +122,13 @@ class CsvSource(MarketDataSource):
 
     def _read_whole(self, symbol: str, path: Path) -> pd.DataFrame:
         try:
-            return pd.read_csv(path)
+            # index_col=False: a row with more fields than the header must not turn into an index
+            frame = pd.read_csv(path, index_col=False)
         except pd.errors.EmptyDataError:
             raise DataSourceError(f"{symbol}: {path.name} is empty") from None
         except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
             raise DataSourceError(f"{symbol}: {path.name} cannot be parsed: {exc}") from None
+        return frame
 
 
 _TAIL_BYTES = 4_096  # ~90 daily rows; grows x4 until it reaches the start
