@@ -35,8 +35,14 @@ def one(symbols: int) -> dict:
     from stage2_assets.resources.market_data import RegimeConfig, SimulatedSource
     from stage2_assets.resources.warehouse import Warehouse
 
-    source = SimulatedSource(seed=1, num_symbols=symbols, start_date=START.isoformat(),
-                             regimes=[RegimeConfig(start=START.isoformat(), drift=0.0002, volatility=0.015, momentum=0.1)])
+    source = SimulatedSource(
+        seed=1,
+        num_symbols=symbols,
+        start_date=START.isoformat(),
+        regimes=[
+            RegimeConfig(start=START.isoformat(), drift=0.0002, volatility=0.015, momentum=0.1)
+        ],
+    )
     warehouse = Warehouse(database=str(Path(tempfile.mkdtemp()) / "scale.duckdb"))
     seconds = {}
     t = time.perf_counter()
@@ -52,12 +58,19 @@ def one(symbols: int) -> dict:
         apply_passing(conn, report, "scale")
     seconds["gate"] = time.perf_counter() - t
     t = time.perf_counter()
-    bars = warehouse.query_df("SELECT symbol, date, open, high, low, close, volume FROM validated_bars")
+    bars = warehouse.query_df(
+        "SELECT symbol, date, open, high, low, close, volume FROM validated_bars"
+    )
     bars["date"] = pd.to_datetime(bars["date"])
     table = compute_features(bars)
     seconds["features"] = time.perf_counter() - t
-    return {"symbols": symbols, "rows": int(log["new"].sum()), "feature_rows": len(table), "seconds": seconds,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "symbols": symbols,
+        "rows": int(log["new"].sum()),
+        "feature_rows": len(table),
+        "seconds": seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> int:
@@ -68,13 +81,23 @@ def main() -> int:
     if args.one:
         print(json.dumps(one(args.one)))
         return 0
-    print(f"{'symbols':>8} {'rows':>10} {'refresh s':>10} {'gate s':>8} {'features s':>11} {'total s':>8} {'us/row':>7} {'peak RSS':>10}")
+    print(
+        f"{'symbols':>8} {'rows':>10} {'refresh s':>10} {'gate s':>8} {'features s':>11} {'total s':>8} {'us/row':>7} {'peak RSS':>10}"
+    )
     for size in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", str(size)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", str(size)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         total = sum(r["seconds"].values())
-        print(f"{r['symbols']:>8} {r['rows']:>10} {r['seconds']['refresh']:>10.1f} {r['seconds']['gate']:>8.1f} "
-              f"{r['seconds']['features']:>11.1f} {total:>8.1f} {1e6 * total / r['rows']:>7.1f} {r['peak_rss_mib']:>7.0f} MiB", flush=True)
+        print(
+            f"{r['symbols']:>8} {r['rows']:>10} {r['seconds']['refresh']:>10.1f} {r['seconds']['gate']:>8.1f} "
+            f"{r['seconds']['features']:>11.1f} {total:>8.1f} {1e6 * total / r['rows']:>7.1f} {r['peak_rss_mib']:>7.0f} MiB",
+            flush=True,
+        )
     return 0
 
 
