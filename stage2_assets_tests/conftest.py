@@ -96,3 +96,18 @@ def write_csv(folder: Path, symbol: str, frame) -> Path:
     path = folder / f"{symbol}.csv"
     frame.to_csv(path, index=False)
     return path
+
+
+# Counts of the reliability battery, printed at the end of every run (CI shows them).
+RELIABILITY_COUNTS: dict[str, int] = {}
+
+
+def count(name: str, n: int = 1) -> None:
+    RELIABILITY_COUNTS[name] = RELIABILITY_COUNTS.get(name, 0) + n
+
+
+def pytest_terminal_summary(terminalreporter):
+    if RELIABILITY_COUNTS:
+        terminalreporter.write_sep("-", "reliability battery")
+        for name, n in sorted(RELIABILITY_COUNTS.items()):
+            terminalreporter.write_line(f"{name}: {n}")

@@ -10,7 +10,7 @@ import yaml
 
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.warehouse import Warehouse
-from stage2_assets_tests.conftest import SMALL_SIM, _merge
+from stage2_assets_tests.conftest import SMALL_SIM, _merge, count
 
 pytestmark = pytest.mark.reliability
 
@@ -64,6 +64,7 @@ def test_two_weekly_cycles_at_once_one_runs_one_is_refused(tmp_path):
         (rows, distinct) = conn.execute(
             "SELECT count(*), count(DISTINCT (symbol, date)) FROM raw_bars"
         ).fetchall()[0]
+    count("concurrent weekly cycles raced (one refused)")
     assert rows == distinct == 6 * 373  # 373 NYSE sessions 2024-01-02..2025-06-27, each stored once
 
 
@@ -106,6 +107,7 @@ def test_a_kill_at_each_stage_leaves_consistent_stores_and_the_next_run_complete
     )
     assert crashed.returncode == -9, crashed.stderr[-2000:]  # SIGKILL: no cleanup ran
     KILLED.append(point)
+    count("kill points survived (SIGKILL, then a clean run)")
 
     store = ModelStore(root=str(settings.models_path))
     for version in store.versions():  # no partial version is visible
@@ -199,6 +201,7 @@ def test_provider_faults_are_quarantined_or_reported_and_the_rest_advances(tmp_p
         assert after[symbol] == before[symbol] == dt.date(2024, 1, 31)
     for symbol in ("BBB", "EEE", "JJJ"):  # shuffled columns are read by name; the rest advance
         assert after[symbol] == dt.date(2024, 2, 12)
+    count("provider faults injected in one refresh (x100, shuffled, renamed, missing)", 4)
 
 
 FUZZ_CASES = []
@@ -271,6 +274,8 @@ def test_fuzzed_csv_files_never_crash_the_source_and_bad_bars_never_pass(tmp_pat
             if "FUZZ" in result.bars and not result.bars["FUZZ"].empty
             else "refused or empty"
         )
+        count("fuzzed CSV cases")
+        count("fuzzed CSV cases reaching the quality gate", int(FUZZ_CASES[-1] == "bars"))
         assert set(result.bars) | set(result.errors) == {
             "FUZZ"
         }  # an answer for the symbol, never an exception
