@@ -295,5 +295,13 @@ def test_an_explosive_momentum_is_refused():
 def test_a_row_with_more_fields_than_the_header_is_refused_not_raised(tmp_path):
     """Found by the fuzzed CSV battery: pandas turned the extra fields into an index and normalization raised."""
     (tmp_path / "RAGGED.csv").write_text("date,open,high,low,close,volume\n,0.0,0.0,0.0,,,,\n")
-    result = CsvSource(folder=str(tmp_path)).fetch({"RAGGED": START}, dt.date(2024, 12, 31))
-    assert "RAGGED" in result.errors and result.errors["RAGGED"].startswith("RAGGED:")
+    # valid values with one field too many: refused, not silently truncated
+    (tmp_path / "EXTRA.csv").write_text(
+        "date,open,high,low,close,volume\n2024-01-02,1,2,0.5,1,100,7\n"
+    )
+    result = CsvSource(folder=str(tmp_path)).fetch(
+        {"RAGGED": START, "EXTRA": START}, dt.date(2024, 12, 31)
+    )
+    assert result.bars == {}
+    assert result.errors["RAGGED"].startswith("RAGGED:")
+    assert result.errors["EXTRA"].startswith("EXTRA: EXTRA.csv cannot be parsed")

@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,11 +123,18 @@ class CsvSource(MarketDataSource):
 
     def _read_whole(self, symbol: str, path: Path) -> pd.DataFrame:
         try:
-            # index_col=False: a row with more fields than the header must not turn into an index
-            frame = pd.read_csv(path, index_col=False)
+            # A row with more fields than the header is refused, neither turned into an index nor truncated.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                frame = pd.read_csv(path, index_col=False)
         except pd.errors.EmptyDataError:
             raise DataSourceError(f"{symbol}: {path.name} is empty") from None
-        except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
+        except (
+            UnicodeDecodeError,
+            pd.errors.ParserError,
+            pd.errors.ParserWarning,
+            ValueError,
+        ) as exc:
             raise DataSourceError(f"{symbol}: {path.name} cannot be parsed: {exc}") from None
         return frame
 
