@@ -133,15 +133,3 @@ def _record(
         data.loc[mask].groupby("symbol", sort=False).head(1).set_index("symbol")[column].items()
     ):
         errors.setdefault(str(symbol), f"{symbol}: {describe(first)}")
-
-
-def normalize_bars(frame: pd.DataFrame, symbol: str, source: str) -> pd.DataFrame:
-    """One symbol's frame in the stored schema; raises DataSourceError naming the fault."""
-    from stage2_assets.errors import DataSourceError
-
-    bars, errors = normalize_frames({symbol: frame}, source)
-    if symbol in errors:
-        raise DataSourceError(errors[symbol])
-    if bars[symbol].empty:
-        raise DataSourceError(f"{symbol}: the source returned only empty rows")
-    return bars[symbol]

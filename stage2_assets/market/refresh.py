@@ -8,7 +8,6 @@ correcting last week's close is normal life). The whole write is one transaction
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable
 
 import duckdb
@@ -194,7 +193,3 @@ def summarize_log(log: pd.DataFrame) -> dict:
         "run_id": str(log["run_id"].iloc[0]),
         "as_of": pd.Timestamp(log["as_of"].iloc[0]).date().isoformat(),
     }
-
-
-def dumps_reasons(reasons: list[str]) -> str:
-    return json.dumps(reasons)
