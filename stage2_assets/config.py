@@ -79,6 +79,14 @@ class Regime(_Section):
         description="Coefficient on the sum of the previous 5 daily returns (the learnable signal); "
         "negative means mean reversion. |momentum| < 0.2 keeps the process stationary.",
     )
+    volume_signal: float = Field(
+        0.0,
+        ge=-1.0,
+        le=1.0,
+        description="Coefficient, in units of the day's volatility, on yesterday's volume shock: a "
+        "second kind of signal, invisible in past prices (positive: heavy volume is followed by "
+        "gains). 0 turns it off.",
+    )
 
 
 class SimulatedMarket(_Section):
@@ -91,7 +99,8 @@ class SimulatedMarket(_Section):
             Regime(start=dt.date(2022, 1, 3), drift=-0.0002, volatility=0.02, momentum=-0.1),
             Regime(start=dt.date(2024, 7, 1), drift=0.0003, volatility=0.014, momentum=0.1),
         ],
-        description="Regimes in force from their start date: drift, volatility, momentum.",
+        description="Regimes in force from their start date: drift, volatility, momentum, "
+        "volume_signal.",
     )
     warts: list[Literal["duplicate_day", "zero_price", "nan_close", "split", "gap", "bad_high"]] = (
         Field(

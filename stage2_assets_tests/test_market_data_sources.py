@@ -136,6 +136,31 @@ def test_simulated_regime_change_flips_the_momentum():
     assert after["r"].corr(after["past5"]) < -0.15
 
 
+def test_a_volume_regime_moves_the_signal_from_past_prices_to_yesterdays_volume():
+    spec = MarketSpec(
+        seed=3,
+        num_symbols=6,
+        start_date=dt.date(2023, 1, 3),
+        regimes=[
+            RegimeSpec(dt.date(2023, 1, 3), 0.0, 0.012, 0.15),
+            RegimeSpec(dt.date(2023, 9, 1), 0.0, 0.012, 0.0, volume_signal=0.4),
+        ],
+    )
+    bars = simulate_bars(spec, spec.symbols, dt.date(2024, 6, 28))
+    r = np.log(bars["close"]).groupby(bars["symbol"]).diff()
+    past5 = r.groupby(bars["symbol"]).transform(lambda s: s.shift(1).rolling(5).sum())
+    log_volume = np.log(bars["volume"])
+    log_volume -= log_volume.groupby(bars["symbol"]).transform("mean")  # symbols differ in size
+    prev_log_volume = log_volume.groupby(bars["symbol"]).shift(1)
+    frame = bars.assign(r=r, past5=past5, prev_log_volume=prev_log_volume).dropna()
+    before = frame[frame["date"] < "2023-09-01"]
+    after = frame[frame["date"] >= "2023-09-12"]
+    assert before["r"].corr(before["past5"]) > 0.15
+    assert abs(before["r"].corr(before["prev_log_volume"])) < 0.1
+    assert abs(after["r"].corr(after["past5"])) < 0.1
+    assert after["r"].corr(after["prev_log_volume"]) > 0.3
+
+
 def test_planted_warts_land_on_distinct_symbols():
     spec = MarketSpec(**{**SPEC.__dict__, "warts": ("duplicate_day", "zero_price")})
     bars = simulate_bars(spec, spec.symbols, dt.date(2023, 12, 29))

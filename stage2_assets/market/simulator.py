@@ -1,10 +1,16 @@
 """A seeded market simulator with regime changes, for offline runs and planted-effect tests.
 
-Each symbol's daily log return depends on the sum of its previous five returns (5-day momentum,
-or mean reversion when the coefficient is negative) plus noise; drift, volatility and the momentum
-coefficient switch at the regime dates. The momentum is the signal a model can learn: it is spread
-over several days, so yesterday's direction alone captures only part of it, and its sign flips
-between regimes, so a model fitted to one regime decays in the next.
+Each symbol's daily log return is drift plus noise plus two learnable signals whose strength each
+regime sets:
+
+- momentum: a coefficient on the sum of the previous five returns (mean reversion when negative).
+  It is spread over several days, so yesterday's direction alone captures only part of it.
+- volume_signal: a coefficient, in units of the day's volatility, on yesterday's volume shock
+  (heavy volume followed by gains when positive). It is invisible in past prices, so a model
+  fitted to a momentum regime has no edge in a volume regime, and the reverse.
+
+Drift, volatility and both coefficients switch at the regime dates, so a model fitted to one
+regime decays in the next, whether the next flips the sign of the signal or changes its kind.
 
 Bars are a pure function of (seed, symbol index, session): the bars up to a date never depend on
 how far the simulation runs, so answering "as of" any date is consistent with every later answer.
@@ -35,6 +41,7 @@ class RegimeSpec:
     drift: float
     volatility: float
     momentum: float
+    volume_signal: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,7 @@ def simulate_bars(spec: MarketSpec, symbols: Sequence[str], end: dt.date) -> pd.
     drift = np.array([r.drift for r in spec.regimes])[regime]
     vol = np.array([r.volatility for r in spec.regimes])[regime]
     phi = np.array([r.momentum for r in spec.regimes])[regime]
+    beta = np.array([r.volume_signal for r in spec.regimes])[regime]
     wart_of = {symbol: kind for kind, symbol in spec.wart_symbols().items()}
     frames = [
         _simulate_one(
@@ -93,6 +101,7 @@ def simulate_bars(spec: MarketSpec, symbols: Sequence[str], end: dt.date) -> pd.
             drift,
             vol,
             phi,
+            beta,
             wart_of.get(symbol),
         )
         for symbol in symbols
@@ -108,6 +117,7 @@ def _simulate_one(
     drift: np.ndarray,
     vol: np.ndarray,
     phi: np.ndarray,
+    beta: np.ndarray,
     wart: str | None,
 ) -> pd.DataFrame:
     static = np.random.default_rng([seed, index, 1])
@@ -120,6 +130,9 @@ def _simulate_one(
     )
     sigma = vol * vol_scale
     innovation = sigma * draws[:, 0]
+    # Yesterday's volume shock (draws[:, 4] drives the volume below) moves today's return.
+    volume_shock = np.concatenate([[0.0], draws[:-1, 4]])
+    innovation = innovation + beta * sigma * volume_shock
     returns = np.zeros(len(sessions))
     window = 0.0  # sum of the previous MOMENTUM_DAYS excess returns
     for t in range(len(sessions)):

@@ -191,6 +191,7 @@ class RegimeConfig(dg.Config):
     drift: float
     volatility: float
     momentum: float
+    volume_signal: float = 0.0
 
 
 class SimulatedSource(MarketDataSource):
@@ -212,7 +213,13 @@ class SimulatedSource(MarketDataSource):
             num_symbols=self.num_symbols,
             start_date=dt.date.fromisoformat(self.start_date),
             regimes=[
-                RegimeSpec(dt.date.fromisoformat(r.start), r.drift, r.volatility, r.momentum)
+                RegimeSpec(
+                    dt.date.fromisoformat(r.start),
+                    r.drift,
+                    r.volatility,
+                    r.momentum,
+                    r.volume_signal,
+                )
                 for r in self.regimes
             ],
             warts=tuple(self.warts),
@@ -408,6 +415,7 @@ def source_from_settings(settings) -> MarketDataSource:
                 drift=r.drift,
                 volatility=r.volatility,
                 momentum=r.momentum,
+                volume_signal=r.volume_signal,
             )
             for r in sim.regimes
         ],
