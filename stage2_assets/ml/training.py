@@ -4,6 +4,7 @@ module knows the data, the Trainer is configured from outside (``accelerator="au
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +20,16 @@ from torch.utils.data import (
 )
 
 from stage2_assets.ml.ensemble import BatchedMLP
+
+
+class _NoAdvertisements(logging.Filter):
+    """Drop Lightning's advertisement for its cloud logger from every training log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertisements())
 
 
 class EnsembleModule(L.LightningModule):
