@@ -51,11 +51,8 @@ def main() -> int:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
     from stage2_assets.config import load_settings
-    from stage2_assets.replay.evaluation import evaluate
     from stage2_assets.replay.report import render_replay
-    from stage2_assets.replay.runner import regime_starts, run_replay
-    from stage2_assets.resources.model_store import ModelStore
-    from stage2_assets.resources.warehouse import Warehouse
+    from stage2_assets.replay.runner import replay_report, run_replay
 
     settings = load_settings(out / "adaptation.yaml")
     times: list[float] = []
@@ -74,14 +71,8 @@ def main() -> int:
         on_week=progress,
     )
     total = time.perf_counter() - started
-    report = evaluate(
-        Warehouse(database=str(settings.warehouse_path)),
-        ModelStore(root=str(settings.models_path)),
-        log,
-        settings.monitoring.transaction_cost_bps,
-        settings.ab_testing.bootstrap_samples,
-        0,
-        regime_starts(settings),
+    report = replay_report(
+        settings, log, dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
     )
     (out / "replay.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     (out / "replay.html").write_text(

@@ -245,28 +245,14 @@ def cmd_comparisons(args, settings) -> int:
 
 
 def cmd_replay(args, settings) -> int:
-    from stage2_assets.replay.evaluation import evaluate
     from stage2_assets.replay.report import render_replay
-    from stage2_assets.replay.runner import regime_starts, run_replay
-    from stage2_assets.resources.warehouse import Warehouse
+    from stage2_assets.replay.runner import replay_report, run_replay
 
     def progress(week, as_of, status, seconds):
         print(f"week {week} (as of {as_of}): {status} in {seconds:.1f} s", flush=True)
 
     log = run_replay(settings, args.from_date, args.to_date, on_week=progress)
-    weeks = log[
-        (log["week"] >= partition_key_for_date(args.from_date))
-        & (pd_to_date(log["as_of"]) <= args.to_date)
-    ]
-    report = evaluate(
-        Warehouse(database=str(settings.warehouse_path)),
-        _store(settings),
-        weeks,
-        settings.monitoring.transaction_cost_bps,
-        settings.ab_testing.bootstrap_samples,
-        seed=0,
-        regime_starts=regime_starts(settings),
-    )
+    report = replay_report(settings, log, args.from_date, args.to_date)
     if args.json_out:
         _write(Path(args.json_out), json.dumps(report, indent=2, sort_keys=True) + "\n")
     if args.report:
@@ -290,18 +276,6 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
-
-
-def partition_key_for_date(day: dt.date) -> str:
-    from stage2_assets.partitions import partition_key_for
-
-    return partition_key_for(day)
-
-
-def pd_to_date(values):
-    import pandas as pd
-
-    return pd.to_datetime(values).dt.date
 
 
 def cmd_backup(args, settings) -> int:

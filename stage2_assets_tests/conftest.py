@@ -52,6 +52,33 @@ SMALL_SIM = {
 }
 
 
+def make_dagster_home(home: Path) -> Path:
+    """A Dagster instance folder with telemetry off."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
+def make_project(folder: Path, overrides: dict | None = None):
+    """A project in ``folder``: adaptation.yaml (the small simulated market plus overrides) and a
+    Dagster home. Returns the loaded settings and the home, for DAGSTER_HOME."""
+    from stage2_assets.config import load_settings
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adaptation.yaml").write_text(yaml.safe_dump(_merge(SMALL_SIM, overrides or {})))
+    return load_settings(folder / "adaptation.yaml"), make_dagster_home(folder / "dagster_home")
+
+
+def subprocess_env(home: Path) -> dict[str, str]:
+    """The environment of a ``stage2`` child process: its own Dagster home, nothing phones home."""
+    return {
+        "DAGSTER_HOME": str(home),
+        "GX_ANALYTICS_ENABLED": "False",
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "PATH": "/usr/bin:/bin",
+    }
+
+
 @pytest.fixture
 def write_settings(tmp_path):
     """Write a settings file (the small simulated market plus overrides) and load it."""
@@ -67,9 +94,7 @@ def write_settings(tmp_path):
 
 @pytest.fixture
 def dagster_home(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    home = make_dagster_home(tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
 

@@ -39,17 +39,9 @@ def weekly(settings, as_of: str) -> int:
 def loop(tmp_path_factory):
     """Three weekly runs: bootstrap in regime A; four months into regime B a candidate fitted to it is
     trained, and two weeks later, its shadow period over, compared with production and promoted."""
-    import yaml
+    from stage2_assets_tests.conftest import make_project
 
-    from stage2_assets.config import load_settings
-    from stage2_assets_tests.conftest import SMALL_SIM, _merge
-
-    folder = tmp_path_factory.mktemp("loop")
-    (folder / "adaptation.yaml").write_text(yaml.safe_dump(_merge(SMALL_SIM, REGIME_FLIP)))
-    settings = load_settings(folder / "adaptation.yaml")
-    home = folder / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    settings, home = make_project(tmp_path_factory.mktemp("loop"), REGIME_FLIP)
     mp = pytest.MonkeyPatch()
     mp.setenv("DAGSTER_HOME", str(home))
     codes = [weekly(settings, day) for day in ("2024-12-27", "2025-05-30", "2025-06-13")]

@@ -6,7 +6,6 @@ import zoneinfo
 
 import dagster as dg
 import pytest
-import yaml
 
 from stage2_assets.cli import main
 from stage2_assets.definitions import build_definitions
@@ -15,7 +14,7 @@ from stage2_assets.resources.alerts import AlertChannels
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.warehouse import Warehouse
 from stage2_assets_tests.alert_servers import smtp_server, webhook_server
-from stage2_assets_tests.conftest import SMALL_SIM, _merge
+from stage2_assets_tests.conftest import make_project
 from stage2_assets_tests.test_adaptation_loop import REGIME_FLIP
 
 NY = zoneinfo.ZoneInfo("America/New_York")
@@ -98,14 +97,7 @@ def test_schedules_follow_the_config_and_sensors_can_be_switched_off(write_setti
 @pytest.fixture(scope="module")
 def degraded(tmp_path_factory):
     """Bootstrap in regime A, then two months into regime B: production has degraded."""
-    from stage2_assets.config import load_settings
-
-    folder = tmp_path_factory.mktemp("degraded")
-    (folder / "adaptation.yaml").write_text(yaml.safe_dump(_merge(SMALL_SIM, REGIME_FLIP)))
-    settings = load_settings(folder / "adaptation.yaml")
-    home = folder / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    settings, home = make_project(tmp_path_factory.mktemp("degraded"), REGIME_FLIP)
     mp = pytest.MonkeyPatch()
     mp.setenv("DAGSTER_HOME", str(home))
     for day in ("2024-12-27", "2025-02-28"):

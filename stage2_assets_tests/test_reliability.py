@@ -6,11 +6,10 @@ import time
 
 import pandas as pd
 import pytest
-import yaml
 
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.warehouse import Warehouse
-from stage2_assets_tests.conftest import SMALL_SIM, _merge, count
+from stage2_assets_tests.conftest import count, make_project, subprocess_env
 
 pytestmark = pytest.mark.reliability
 
@@ -18,19 +17,8 @@ TINY = {"retraining": {"num_models": 2, "max_epochs": 3, "hidden_units": 8, "min
 
 
 def test_two_weekly_cycles_at_once_one_runs_one_is_refused(tmp_path):
-    from stage2_assets.config import load_settings
-
-    (tmp_path / "adaptation.yaml").write_text(yaml.safe_dump(_merge(SMALL_SIM, TINY)))
-    settings = load_settings(tmp_path / "adaptation.yaml")
-    home = tmp_path / "dh"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {
-        "DAGSTER_HOME": str(home),
-        "GX_ANALYTICS_ENABLED": "False",
-        "DAGSTER_DISABLE_TELEMETRY": "1",
-        "PATH": "/usr/bin:/bin",
-    }
+    settings, home = make_project(tmp_path, TINY)
+    env = subprocess_env(home)
     command = [
         sys.executable,
         "-m",
@@ -75,22 +63,12 @@ KILLED = []
     "point", ["refresh_insert", "gx_validation", "training", "version_write", "pointer_swap"]
 )
 def test_a_kill_at_each_stage_leaves_consistent_stores_and_the_next_run_completes(tmp_path, point):
-    from stage2_assets.config import load_settings
     from stage2_assets.faults import POINTS
     from stage2_assets_tests.test_adaptation_loop import REGIME_FLIP
 
     assert point in POINTS
-    (tmp_path / "adaptation.yaml").write_text(yaml.safe_dump(_merge(SMALL_SIM, REGIME_FLIP)))
-    settings = load_settings(tmp_path / "adaptation.yaml")
-    home = tmp_path / "dh"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {
-        "DAGSTER_HOME": str(home),
-        "GX_ANALYTICS_ENABLED": "False",
-        "DAGSTER_DISABLE_TELEMETRY": "1",
-        "PATH": "/usr/bin:/bin",
-    }
+    settings, home = make_project(tmp_path, REGIME_FLIP)
+    env = subprocess_env(home)
     command = [
         sys.executable,
         "-m",

@@ -4,14 +4,13 @@ import datetime as dt
 import json
 
 import pytest
-import yaml
 
 from stage2_assets.cli import main
 from stage2_assets.errors import Stage2Error
 from stage2_assets.replay.runner import replay_weeks
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.warehouse import Warehouse
-from stage2_assets_tests.conftest import SMALL_SIM, _merge
+from stage2_assets_tests.conftest import make_project
 
 REPLAY = {
     "data_source": {
@@ -38,14 +37,7 @@ FROM, TO = "2024-04-01", "2024-08-30"
 
 
 def _setup(folder):
-    from stage2_assets.config import load_settings
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "adaptation.yaml").write_text(yaml.safe_dump(_merge(SMALL_SIM, REPLAY)))
-    home = folder / "dagster_home"
-    home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return load_settings(folder / "adaptation.yaml"), home
+    return make_project(folder, REPLAY)
 
 
 def _replay(settings, folder, to=TO, name="replay"):
@@ -141,6 +133,9 @@ def test_the_regime_change_is_followed_by_a_promotion_and_adaptation_pays(replay
     report = json.loads((root / "whole" / "replay.json").read_text())
     change = report["regime_changes"][0]
     assert change["weeks_to_promotion"] is not None and change["weeks_to_promotion"] <= 10
+    assert change["new_regime_share_of_window"] >= 0.5
+    after = change["accuracy_after_promotion"]
+    assert after["rows"] > 0 and after["adaptive"] > after["frozen"]
     last = list(report["arms"]["adaptive"]["by_quarter"])[-1]
     assert (
         report["arms"]["adaptive"]["by_quarter"][last]["accuracy"]
@@ -162,3 +157,25 @@ def test_a_range_outside_the_data_is_refused(write_settings):
         ("2024-06-09", dt.date(2024, 6, 15)),
         ("2024-06-16", dt.date(2024, 6, 20)),
     ]
+
+
+def test_a_promotion_counts_for_a_regime_only_once_most_of_its_window_is_in_it():
+    from stage2_assets.replay.evaluation import _regime_change
+
+    change = dt.date(2025, 1, 2)
+    served = [
+        (dt.date(2024, 12, 21), "v1"),  # before the change
+        (dt.date(2025, 1, 18), "v2"),  # cut-off 2 days after the change: the old regime's model
+        (dt.date(2025, 3, 8), "v3"),  # 51 of its 60 days in the new regime
+    ]
+    cutoffs = {"v1": "2024-12-07", "v2": "2025-01-04", "v3": "2025-02-22"}
+    out = _regime_change(change, served, cutoffs, data_window_days=60)
+    assert out["first_promotion_after"] == "2025-03-08"
+    assert out["weeks_to_promotion"] == 10
+    assert out["model_cutoff"] == "2025-02-22"
+    assert out["new_regime_share_of_window"] == pytest.approx(51 / 60)
+    assert out["first_promotion_trained_after"] == "2025-01-18"
+    assert out["weeks_to_first_promotion_trained_after"] == 3
+    none_yet = _regime_change(change, served[:2], cutoffs, data_window_days=60)
+    assert none_yet["weeks_to_promotion"] is None
+    assert none_yet["weeks_to_first_promotion_trained_after"] == 3

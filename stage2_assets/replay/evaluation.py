@@ -110,6 +110,63 @@ def _round(value):
     return value
 
 
+def _regime_change(
+    start: dt.date,
+    served: list[tuple[dt.date, str]],
+    cutoffs: dict[str, str],
+    data_window_days: int | None,
+) -> dict:
+    """How long the adaptive arm took to serve a model of the regime that began on ``start``."""
+
+    def new_share(version: str) -> float:
+        cutoff = dt.date.fromisoformat(cutoffs[version])
+        if not data_window_days:
+            return 1.0 if cutoff >= start else 0.0
+        return min(max((cutoff - start).days / data_window_days, 0.0), 1.0)
+
+    def weeks(day: dt.date) -> int:
+        return int(np.ceil((day - start).days / 7))
+
+    after = [(d, v) for d, v in served if d >= start and cutoffs.get(v, "") >= start.isoformat()]
+    fitted = [(d, v) for d, v in after if new_share(v) >= 0.5]
+    out: dict = {"change": start.isoformat()}
+    if fitted:
+        day, version = fitted[0]
+        out.update(
+            first_promotion_after=day.isoformat(),
+            weeks_to_promotion=weeks(day),
+            model_cutoff=cutoffs[version],
+            new_regime_share_of_window=new_share(version),
+        )
+    else:
+        out.update(
+            first_promotion_after=None,
+            weeks_to_promotion=None,
+            model_cutoff=None,
+            new_regime_share_of_window=None,
+        )
+    out["first_promotion_trained_after"] = after[0][0].isoformat() if after else None
+    out["weeks_to_first_promotion_trained_after"] = weeks(after[0][0]) if after else None
+    return out
+
+
+def _accuracy_between(
+    scored: dict[str, pd.DataFrame], start: dt.date, end: dt.date | None
+) -> dict[str, float | int]:
+    """Each arm's accuracy on the rows dated from ``start`` up to (not including) ``end``."""
+    out: dict[str, float | int] = {}
+    for arm, part in scored.items():
+        keep = part["date"] >= pd.Timestamp(start)
+        if end is not None:
+            keep &= part["date"] < pd.Timestamp(end)
+        part = part[keep]
+        out["rows"] = int(len(part))
+        out[arm] = (
+            float(((part["prob_up"] > 0.5) == (part["label"] == 1)).mean()) if len(part) else None
+        )
+    return out
+
+
 def evaluate(
     warehouse: Warehouse,
     store: ModelStore,
@@ -118,8 +175,16 @@ def evaluate(
     bootstrap_samples: int = 2000,
     seed: int = 0,
     regime_starts: list[dt.date] | None = None,
+    data_window_days: int | None = None,
 ) -> dict:
-    """The replay report's figures (``--json-out``): plain, rounded, reproducible."""
+    """The replay report's figures (``--json-out``): plain, rounded, reproducible.
+
+    For each regime change inside the replay, ``weeks_to_promotion`` counts the weeks to the first
+    promotion of a model fitted to the new regime: at least half of its training window (the
+    ``data_window_days`` before its cut-off) lies after the change. A model whose cut-off merely
+    follows the change, trained mostly on the old regime, does not count; the first promotion of
+    such a model is reported beside it (``first_promotion_trained_after``).
+    """
     first_day = pd.Timestamp(weeks["week"].min())
     last_as_of = pd.Timestamp(weeks["as_of"].max())
     with warehouse.connect(read_only=True) as conn:
@@ -175,6 +240,7 @@ def evaluate(
             predictor.predict(rows[mask])["prob_up"].to_numpy(), index=rows.index[mask]
         )
     rows["quarter"] = rows["date"].dt.to_period("Q").astype(str)
+    scored: dict[str, pd.DataFrame] = {}
     for arm in ARMS:
         prob = pd.Series(np.nan, index=rows.index)
         for version, values in predicted.items():
@@ -183,6 +249,7 @@ def evaluate(
         arm_rows = rows[["symbol", "date", "label", "fwd_return", "quarter"]].assign(
             prob_up=prob.to_numpy()
         )
+        scored[arm] = arm_rows
         figures = _arm_figures(arm_rows, cost_bps, bootstrap_samples, seed)
         figures["by_quarter"] = {
             q: {k: v for k, v in _arm_figures(part, cost_bps, 200, seed).items() if k != "ci"}
@@ -205,21 +272,18 @@ def evaluate(
     }
     if regime_starts:
         report["regime_changes"] = []
-        for start in regime_starts:
+        ends = [*regime_starts[1:], None]
+        for start, end in zip(regime_starts, ends, strict=True):
             if not first_day.date() < start <= last_as_of.date():
                 continue
-            fitted = [
-                (d, v)
-                for d, v in rules["adaptive"]
-                if d >= start and cutoffs.get(v, "") >= start.isoformat()
-            ]
-            report["regime_changes"].append(
-                {
-                    "change": start.isoformat(),
-                    "first_promotion_after": fitted[0][0].isoformat() if fitted else None,
-                    "weeks_to_promotion": int(np.ceil((fitted[0][0] - start).days / 7))
-                    if fitted
-                    else None,
-                }
+            change = _regime_change(start, rules["adaptive"], cutoffs, data_window_days)
+            # Each arm's accuracy over the regime, and from the adaptive arm's first fitted model on.
+            change["accuracy_in_regime"] = _accuracy_between(scored, start, end)
+            promoted = change["first_promotion_after"]
+            change["accuracy_after_promotion"] = (
+                _accuracy_between(scored, dt.date.fromisoformat(promoted), end)
+                if promoted
+                else None
             )
+            report["regime_changes"].append(change)
     return _round(report)

@@ -77,6 +77,9 @@ def render_replay(report: dict, title: str) -> str:
 <h2>Long-term: static vs adaptive</h2>{_table(long_term)}
 <p class="meta">Accuracy retention = last quarter's accuracy / first quarter's.</p>
 <h2>Decisions</h2>{_table(decisions)}
-<h2>Regime changes</h2>{_table(pd.DataFrame(changes))}
+<h2>Regime changes</h2>{_table(pd.json_normalize(changes))}
+<p class="meta">weeks_to_promotion: to the first promotion of a model fitted to the new regime (at least half of
+its training window after the change). accuracy_in_regime: from the change to the next one;
+accuracy_after_promotion: from that promotion to the next change.</p>
 <h2>Weeks that failed (production kept)</h2>{_table(failed)}
 </body></html>"""

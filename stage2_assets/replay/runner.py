@@ -139,3 +139,23 @@ def run_replay(
 def regime_starts(settings) -> list[dt.date]:
     ds = settings.data_source
     return [r.start for r in ds.simulated.regimes[1:]] if ds.kind == "simulated" else []
+
+
+def replay_report(settings, log: pd.DataFrame, start: dt.date, end: dt.date) -> dict:
+    """The report's figures for the weeks of ``log`` between ``start`` and ``end``."""
+    from stage2_assets.replay.evaluation import evaluate
+    from stage2_assets.resources.model_store import ModelStore
+
+    weeks = log[
+        (log["week"] >= partition_key_for(start)) & (pd.to_datetime(log["as_of"]).dt.date <= end)
+    ]
+    return evaluate(
+        Warehouse(database=str(settings.warehouse_path)),
+        ModelStore(root=str(settings.models_path)),
+        weeks,
+        settings.monitoring.transaction_cost_bps,
+        settings.ab_testing.bootstrap_samples,
+        seed=0,
+        regime_starts=regime_starts(settings),
+        data_window_days=settings.retraining.data_window,
+    )
