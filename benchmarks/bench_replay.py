@@ -76,7 +76,9 @@ def main() -> int:
     )
     (out / "replay.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     (out / "replay.html").write_text(
-        render_replay(report, f"stage2 replay {args.start} .. {args.end}")
+        render_replay(
+            report, f"stage2 replay {report['period']['from']} .. {report['period']['to']}"
+        )
     )
     quarter = max(len(times) // 4, 1)
     print(

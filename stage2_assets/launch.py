@@ -3,6 +3,39 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+
+# Every run launched by this process carries its pid and host, so a run left STARTED by a killed
+# process can be told from one still running.
+PID_TAG = "stage2/pid"
+HOST_TAG = "stage2/host"
+
+
+def reap_orphaned_runs(instance) -> list[str]:
+    """Mark failed the runs left in progress by a stage2 process on this host that is gone (a kill
+    mid-run leaves them STARTED forever, and the schedules would wait on them). Returns their ids."""
+    import dagster as dg
+
+    from stage2_assets.processes import pid_alive, this_host
+
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
+            tags={HOST_TAG: this_host()},
+        ),
+        limit=200,
+    )
+    reaped = []
+    for run in runs:
+        pid = run.tags.get(PID_TAG, "")
+        if pid.isdigit() and not pid_alive(int(pid)):
+            instance.report_run_failed(
+                run,
+                message=f"the stage2 process (pid {pid}) running it is gone, killed or crashed; "
+                "marked failed so that later runs and schedules do not wait on it",
+            )
+            reaped.append(run.run_id)
+    return reaped
 
 
 def run_job(
@@ -18,11 +51,18 @@ def run_job(
 
     from stage2_assets.definitions import build_definitions
     from stage2_assets.partitions import AS_OF_TAG, partition_key_for
+    from stage2_assets.processes import this_host
 
     day = as_of or dt.date.today()
     key = partition_key_for(day)
-    tags = {AS_OF_TAG: day.isoformat(), **(extra_tags or {})}
+    tags = {
+        AS_OF_TAG: day.isoformat(),
+        PID_TAG: str(os.getpid()),
+        HOST_TAG: this_host(),
+        **(extra_tags or {}),
+    }
     with dg.DagsterInstance.get() as instance:
+        reap_orphaned_runs(instance)
         result = (
             build_definitions(settings)
             .resolve_job_def(job_name)

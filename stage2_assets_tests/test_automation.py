@@ -54,6 +54,35 @@ def test_a_tick_while_a_cycle_runs_is_skipped_with_a_reason(write_settings, inst
     )
 
 
+def test_a_run_whose_process_was_killed_does_not_block_the_schedules(write_settings, instance):
+    import os
+    import subprocess
+    import sys
+
+    from stage2_assets.launch import HOST_TAG, PID_TAG
+    from stage2_assets.processes import this_host
+
+    defs = build_definitions(write_settings())
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    for run_id, pid in (("d" * 36, dead.stdout.strip()), ("e" * 36, str(os.getpid()))):
+        instance.add_run(
+            dg.DagsterRun(
+                job_name="weekly_adaptation",
+                run_id=run_id,
+                status=dg.DagsterRunStatus.STARTED,
+                tags={PID_TAG: pid, HOST_TAG: this_host()},
+            )
+        )
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=SUNDAY)
+    result = _schedule(defs, "weekly_refresh_schedule").evaluate_tick(context)
+    assert "weekly_adaptation (eeeeeeee)" in result.skip_message  # its process is alive: busy
+    assert "dddddddd" not in result.skip_message
+    assert instance.get_run_by_id("d" * 36).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id("e" * 36).status == dg.DagsterRunStatus.STARTED
+
+
 def test_retraining_waits_for_a_successful_refresh_of_the_same_week(write_settings, instance):
     settings = write_settings()
     defs = build_definitions(settings)

@@ -34,6 +34,31 @@ def test_the_store_never_overwrites_a_version(store):
     assert store.load(first)[0]["model.w1"][0, 0, 0] == 1.0
 
 
+def test_a_dead_writers_leftovers_are_swept_and_a_live_writers_are_not(store):
+    import os
+    import subprocess
+    import sys
+
+    first = store.save_version(_tensors(), {})
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(dead.stdout)  # the process has exited
+    half_written = store.versions_dir / f".tmp-{dead_pid}-abc"
+    half_written.mkdir()
+    (half_written / "weights.safetensors").write_bytes(b"partial")
+    link = store.path / f".production-{dead_pid}-abc"
+    os.symlink(f"versions/{first}", link)
+    live = store.versions_dir / f".tmp-{os.getpid()}-def"
+    live.mkdir()
+
+    store.set_production(first, "promoted", reason="test")
+
+    assert not half_written.exists() and not os.path.lexists(link)
+    assert live.is_dir()  # this process is alive: its write may be under way
+    assert store.versions() == [first]
+
+
 def test_a_failing_writer_leaves_no_partial_version(store):
     store.save_version(_tensors(), {})
 

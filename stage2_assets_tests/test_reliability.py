@@ -101,6 +101,18 @@ def test_a_kill_at_each_stage_leaves_consistent_stores_and_the_next_run_complete
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert store.production() is not None and store.verify(store.production())
+    # the killed run no longer looks in progress, to the schedules or anyone
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        statuses = [r.status for r in instance.get_runs()]
+    assert dg.DagsterRunStatus.STARTED not in statuses
+    assert dg.DagsterRunStatus.FAILURE in statuses
+    # a dead writer's half-written version or pointer link is swept by the next write
+    leftovers = [
+        p.name for p in store.path.rglob(".*") if p.name.startswith((".tmp-", ".production-"))
+    ]
+    assert leftovers == []
     with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
         (rows, distinct) = conn.execute(
             "SELECT count(*), count(DISTINCT (symbol, date)) FROM validated_bars"

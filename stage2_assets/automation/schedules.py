@@ -10,6 +10,7 @@ import datetime as dt
 
 import dagster as dg
 
+from stage2_assets.launch import reap_orphaned_runs
 from stage2_assets.partitions import AS_OF_TAG, partition_key_for
 
 IN_PROGRESS = [
@@ -21,6 +22,7 @@ IN_PROGRESS = [
 
 
 def runs_in_progress(instance: dg.DagsterInstance, jobs: list[str]) -> list[str]:
+    reap_orphaned_runs(instance)  # a run whose process was killed is not in progress
     runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS, job_name=None), limit=50)
     return [f"{r.job_name} ({r.run_id[:8]})" for r in runs if r.job_name in jobs]
 

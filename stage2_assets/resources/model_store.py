@@ -27,6 +27,7 @@ from pydantic import Field
 from stage2_assets.errors import ModelStoreError
 from stage2_assets.faults import fault_point
 from stage2_assets.names import validate_version
+from stage2_assets.processes import pid_alive
 
 WEIGHTS = "weights.safetensors"
 METADATA = "metadata.json"
@@ -39,6 +40,16 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _temp_name(prefix: str) -> str:
+    """A temporary name that records its writer's process, so a dead writer's leftovers are known."""
+    return f"{prefix}{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def _writer_pid(name: str, prefix: str) -> int | None:
+    pid = name[len(prefix) :].split("-", 1)[0]
+    return int(pid) if name.startswith(prefix) and pid.isdigit() else None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -74,7 +85,8 @@ class ModelStore(dg.ConfigurableResource):
         writer = writer or save_file
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         moment = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
-        tmp = self.versions_dir / f".tmp-{uuid.uuid4().hex}"
+        self.sweep_leftovers()
+        tmp = self.versions_dir / _temp_name(".tmp-")
         tmp.mkdir()
         try:
             writer({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS))
@@ -106,6 +118,26 @@ class ModelStore(dg.ConfigurableResource):
         self.append_event("trained", name, reason=metadata.get("reason", "weekly retraining"))
         return name
 
+    def sweep_leftovers(self) -> list[str]:
+        """Remove half-written versions and pointer links whose writer died (a kill mid-write).
+
+        Only entries whose writer process is gone are touched; a live writer's are left alone.
+        """
+        removed = []
+        for folder, prefix in ((self.versions_dir, ".tmp-"), (self.path, ".production-")):
+            if not folder.is_dir():
+                continue
+            for entry in sorted(folder.iterdir()):
+                pid = _writer_pid(entry.name, prefix)
+                if pid is None or pid_alive(pid):
+                    continue
+                if entry.is_symlink() or entry.is_file():
+                    entry.unlink(missing_ok=True)
+                else:
+                    shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+        return removed
+
     def append_event(self, event: str, version: str | None, reason: str, **extra) -> dict:
         record = {
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -126,7 +158,8 @@ class ModelStore(dg.ConfigurableResource):
         self.verify(version)
         previous = self.production()
         link = self.path / "production"
-        tmp = self.path / f".production-{uuid.uuid4().hex}"
+        self.sweep_leftovers()
+        tmp = self.path / _temp_name(".production-")
         os.symlink(Path("versions") / version, tmp)
         fault_point("pointer_swap")  # the new link exists under a temporary name
         os.replace(tmp, link)
