@@ -1,3 +1,4 @@
+import dataclasses
 import datetime as dt
 import threading
 
@@ -137,10 +138,9 @@ def test_simulated_regime_change_flips_the_momentum():
 
 
 def test_a_volume_regime_moves_the_signal_from_past_prices_to_yesterdays_volume():
-    spec = MarketSpec(
-        seed=3,
+    spec = dataclasses.replace(
+        SPEC,
         num_symbols=6,
-        start_date=dt.date(2023, 1, 3),
         regimes=[
             RegimeSpec(dt.date(2023, 1, 3), 0.0, 0.012, 0.15),
             RegimeSpec(dt.date(2023, 9, 1), 0.0, 0.012, 0.0, volume_signal=0.4),
