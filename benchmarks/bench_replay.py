@@ -51,7 +51,7 @@ def main() -> int:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
     from stage2_assets.config import load_settings
-    from stage2_assets.replay.report import render_replay
+    from stage2_assets.replay.report import render_replay, replay_title, summary_lines
     from stage2_assets.replay.runner import replay_report, run_replay
 
     settings = load_settings(out / "adaptation.yaml")
@@ -75,11 +75,7 @@ def main() -> int:
         settings, log, dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
     )
     (out / "replay.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    (out / "replay.html").write_text(
-        render_replay(
-            report, f"stage2 replay {report['period']['from']} .. {report['period']['to']}"
-        )
-    )
+    (out / "replay.html").write_text(render_replay(report, replay_title(report)))
     quarter = max(len(times) // 4, 1)
     print(
         f"weeks {len(times)}, total {total / 60:.1f} min, mean {sum(times) / max(len(times), 1):.1f} s/week"
@@ -89,12 +85,8 @@ def main() -> int:
         f"last {quarter} weeks mean {sum(times[-quarter:]) / quarter:.1f} s"
     )
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-    for arm, f in report.get("arms", {}).items():
-        print(
-            f"{arm:<15} accuracy {f['accuracy']:.4f} CI {f['ci']['accuracy']}  confidence {f['mean_confidence']:.4f} "
-            f"ECE {f['ece']:.4f} Sharpe {f['sharpe']:.2f} CI {f['ci']['sharpe']} max drawdown {f['max_drawdown']:.3f}"
-        )
-    print(f"decisions {report['decisions']}; report in {out}")
+    print("\n".join(summary_lines(report)))
+    print(f"report in {out}")
     return 0
 
 

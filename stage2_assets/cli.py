@@ -245,7 +245,7 @@ def cmd_comparisons(args, settings) -> int:
 
 
 def cmd_replay(args, settings) -> int:
-    from stage2_assets.replay.report import render_replay
+    from stage2_assets.replay.report import render_replay, replay_title, summary_lines
     from stage2_assets.replay.runner import replay_report, run_replay
 
     def progress(week, as_of, status, seconds):
@@ -258,16 +258,9 @@ def cmd_replay(args, settings) -> int:
     if args.report:
         _write(
             Path(args.report),
-            render_replay(
-                report, f"stage2 replay {report['period']['from']} .. {report['period']['to']}"
-            ),
+            render_replay(report, replay_title(report)),
         )
-    for arm, f in report.get("arms", {}).items():
-        print(
-            f"{arm:<15} accuracy {f['accuracy']:.4f} [{f['ci']['accuracy'][0]:.4f}, {f['ci']['accuracy'][1]:.4f}]  "
-            f"confidence {f['mean_confidence']:.4f}  Sharpe {f['sharpe']:.2f}  max drawdown {f['max_drawdown']:.3f}"
-        )
-    print(f"decisions: {report['decisions']}")
+    print("\n".join(summary_lines(report)))
     return 0
 
 

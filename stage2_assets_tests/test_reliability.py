@@ -16,19 +16,25 @@ pytestmark = pytest.mark.reliability
 TINY = {"retraining": {"num_models": 2, "max_epochs": 3, "hidden_units": 8, "min_train_rows": 200}}
 
 
-def test_two_weekly_cycles_at_once_one_runs_one_is_refused(tmp_path):
-    settings, home = make_project(tmp_path, TINY)
-    env = subprocess_env(home)
-    command = [
+def _weekly_command(settings, as_of: str) -> list[str]:
+    """``stage2 weekly`` as a child process, so that it can be raced or killed."""
+    config = str(settings.config_path)
+    return [
         sys.executable,
         "-m",
         "stage2_assets.cli",
         "--config",
-        str(settings.config_path),
+        config,
         "weekly",
         "--as-of",
-        "2025-06-27",
+        as_of,
     ]
+
+
+def test_two_weekly_cycles_at_once_one_runs_one_is_refused(tmp_path):
+    settings, home = make_project(tmp_path, TINY)
+    env = subprocess_env(home)
+    command = _weekly_command(settings, "2025-06-27")
     first = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -69,16 +75,7 @@ def test_a_kill_at_each_stage_leaves_consistent_stores_and_the_next_run_complete
     assert point in POINTS
     settings, home = make_project(tmp_path, REGIME_FLIP)
     env = subprocess_env(home)
-    command = [
-        sys.executable,
-        "-m",
-        "stage2_assets.cli",
-        "--config",
-        str(settings.config_path),
-        "weekly",
-        "--as-of",
-        "2024-12-27",
-    ]
+    command = _weekly_command(settings, "2024-12-27")
 
     crashed = subprocess.run(
         command, env={**env, "STAGE2_FAULT": point}, capture_output=True, text=True, timeout=300

@@ -31,6 +31,24 @@ def _weekly_chart(report: dict, regime_changes: list[dict]) -> str:
     return _svg(fig)
 
 
+def summary_lines(report: dict) -> list[str]:
+    """One line per arm and one for the decisions: what a replay prints when it ends."""
+    lines = []
+    for arm, f in report.get("arms", {}).items():
+        acc, sharpe = f["ci"]["accuracy"], f["ci"]["sharpe"]
+        lines.append(
+            f"{arm:<15} accuracy {f['accuracy']:.4f} [{acc[0]:.4f}, {acc[1]:.4f}]  "
+            f"confidence {f['mean_confidence']:.4f}  ECE {f['ece']:.4f}  "
+            f"Sharpe {f['sharpe']:.2f} [{sharpe[0]:.2f}, {sharpe[1]:.2f}]  max drawdown {f['max_drawdown']:.3f}"
+        )
+    lines.append(f"decisions: {report['decisions']}")
+    return lines
+
+
+def replay_title(report: dict) -> str:
+    return f"stage2 replay {report['period']['from']} .. {report['period']['to']}"
+
+
 def render_replay(report: dict, title: str) -> str:
     arms = report.get("arms", {})
     summary = pd.DataFrame(
