@@ -103,9 +103,15 @@ def cmd_versions(args, settings) -> int:
     for item in listing:
         m = item["metrics"]
         mark = "*" if item["production"] else " "
+        b = item["baselines"]
+        extra = (
+            f", always up {b['always_up']:.4f}, Brier skill {m['brier_skill']:+.4f}"
+            if "always_up" in b and "brier_skill" in m
+            else ""
+        )
         print(
             f"{mark} {item['version']}  cutoff {item['cutoff']}  accuracy {m['accuracy']:.4f}  "
-            f"log loss {m['log_loss']:.4f}  ECE {m['ece']:.4f}  (majority {item['baselines']['majority']:.4f})"
+            f"log loss {m['log_loss']:.4f}  ECE {m['ece']:.4f}  (majority {b['majority']:.4f}{extra})"
         )
     return 0
 
@@ -195,6 +201,7 @@ def cmd_predict(args, settings) -> int:
 def cmd_comparisons(args, settings) -> int:
     from stage2_assets.deployment.shadow import recompute_comparison
     from stage2_assets.resources.warehouse import Warehouse
+    from stage2_assets.status import gate_figures
 
     with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
         stored = conn.execute("SELECT * FROM shadow_comparisons ORDER BY as_of, candidate").df()
@@ -210,6 +217,7 @@ def cmd_comparisons(args, settings) -> int:
                 "p_values": {"mcnemar": float(row.p_mcnemar), "paired": float(row.p_paired)},
                 "decision": row.decision,
                 "reason": row.reason,
+                **gate_figures(row._asdict()),
             }
             if args.recompute:
                 again = recompute_comparison(conn, row.candidate, row.as_of, settings.ab_testing)
@@ -217,10 +225,11 @@ def cmd_comparisons(args, settings) -> int:
                     int(row.rows),
                     row.decision,
                     round(float(row.p_mcnemar), 12),
-                )
+                ) and _same_number(again.gate["statistic"], item["statistic"])
                 item["recomputed"] = {
                     "decision": again.decision,
                     "p_mcnemar": again.p_mcnemar,
+                    "statistic": again.gate["statistic"],
                     "rows": again.rows,
                     "matches": same,
                 }
@@ -234,14 +243,53 @@ def cmd_comparisons(args, settings) -> int:
             check = "  recomputed: " + (
                 "same" if item["recomputed"]["matches"] else f"DIFFERENT {item['recomputed']}"
             )
+        gate = (
+            f"{item['days']} days, {item['metric']} gain {item['effect']:+.5f} (lower bound "
+            f"{item['lower_bound']:+.5f}, MDE {item['mde']:+.5f}), "
+            if item["statistic"] is not None and item["effect"] is not None
+            else ""
+        )
         print(
-            f"{item['as_of']} {item['candidate']} vs {item['production']}: {item['decision']} on {item['rows']} rows, "
-            f"diff {item['accuracy_diff']:+.4f} CI [{item['ci'][0]:+.4f}, {item['ci'][1]:+.4f}], "
-            f"McNemar p={item['p_values']['mcnemar']:.4g}{check}"
+            f"{item['as_of']} {item['candidate']} vs {item['production']}: {item['decision']} on "
+            f"{item['rows']} rows, {gate}accuracy {item['accuracy_diff']:+.4f} CI "
+            f"[{item['ci'][0]:+.4f}, {item['ci'][1]:+.4f}], McNemar p={item['p_values']['mcnemar']:.4g}"
+            f"{check}"
         )
     if not listing:
         print("no comparisons yet")
     return 0 if all(i.get("recomputed", {}).get("matches", True) for i in listing) else 1
+
+
+def cmd_gate(args, settings) -> int:
+    from stage2_assets.deployment.gate_file import judge_file, read_paired_predictions
+
+    frame = read_paired_predictions(Path(args.predictions))
+    verdicts = judge_file(frame, settings.ab_testing)
+    if args.json:
+        print(json.dumps(verdicts, indent=2))
+        return 0
+    ab = settings.ab_testing
+    print(
+        f"rule: one-sided level {ab.alpha:.5g} per comparison, {ab.metric} gain, first look after "
+        f"{ab.first_look} labelled days, last after {ab.max_looks}, min_improvement {ab.min_improvement:g}"
+    )
+    for v in verdicts:
+        name = f"comparison {v['comparison']}: " if v["comparison"] is not None else ""
+        figures = (
+            f" on {v['decided_on'] or 'the last day'} after {v['days']} days ({v['rows']} rows): "
+            f"t={v['statistic']:.3f}, p={v['p_value']:.3g}, effect {v['effect']:+.5f}, "
+            f"lower bound {v['lower_bound']:+.5f}, MDE {v['mde']:+.5f}"
+            if v["statistic"] is not None
+            else f": {v['reason']}"
+        )
+        print(f"{name}{v['decision']}{figures}")
+    return 0
+
+
+def _same_number(a, b) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a != a and b != b) or round(float(a), 9) == round(float(b), 9)
 
 
 def cmd_replay(args, settings) -> int:
@@ -411,6 +459,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comparisons.add_argument("--json", action="store_true")
     comparisons.set_defaults(func=cmd_comparisons)
+    gate = sub.add_parser(
+        "gate",
+        help="apply the configured promotion rule to a CSV or Parquet file of paired predictions",
+    )
+    gate.add_argument(
+        "--predictions",
+        required=True,
+        help="file with date, symbol, label, fwd_return, prob_candidate, prob_production "
+        "[, comparison]",
+    )
+    gate.add_argument("--json", action="store_true", help="machine-readable output (a contract)")
+    gate.set_defaults(func=cmd_gate)
     replay = sub.add_parser(
         "replay", help="replay the weekly loop over history (resumable) and score the arms"
     )

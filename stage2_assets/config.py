@@ -102,12 +102,36 @@ class SimulatedMarket(_Section):
         description="Regimes in force from their start date: drift, volatility, momentum, "
         "volume_signal.",
     )
+    market_share: float = Field(
+        0.25,
+        ge=0,
+        le=0.6,
+        description="Share of a symbol's daily return variance carried by the common market "
+        "factor (real US large caps: about 0.2-0.3). 0 makes the symbols independent.",
+    )
+    sector_share: float = Field(
+        0.10,
+        ge=0,
+        le=0.6,
+        description="Share carried by the symbol's sector factor (symbol i is in sector i mod "
+        "num_sectors).",
+    )
+    num_sectors: int = Field(8, ge=1, le=100, description="Number of sector factors.")
     warts: list[Literal["duplicate_day", "zero_price", "nan_close", "split", "gap", "bad_high"]] = (
         Field(
             default_factory=list,
             description="Planted data faults, one symbol each, for tests and drills.",
         )
     )
+
+    @model_validator(mode="after")
+    def _factors_leave_an_own_part(self) -> SimulatedMarket:
+        if self.market_share + self.sector_share > 0.6:
+            raise ValueError(
+                "data_source.simulated.market_share + sector_share must stay at or below 0.6, so "
+                "each symbol keeps a part of its own"
+            )
+        return self
 
     @field_validator("regimes")
     @classmethod
@@ -214,7 +238,10 @@ class Retraining(_Section):
         0.2, gt=0, lt=0.9, description="Last share of the window, in time."
     )
     label_horizon_days: int = Field(
-        1, ge=1, le=20, description="Label: direction from t to t+h sessions."
+        1,
+        ge=1,
+        le=20,
+        description="Label horizon h in sessions (its start and kind: the label section).",
     )
     num_models: int = Field(5, ge=1, le=50, description="Ensemble members, each with its own seed.")
     max_epochs: int = Field(20, ge=1, description="Epoch limit per training.")
@@ -233,19 +260,91 @@ class Retraining(_Section):
     )
 
 
+# Weekly retraining brings this many candidates, and so this many promotion tests, a year.
+CANDIDATES_PER_YEAR = 52
+TRADING_DAYS_PER_WEEK = 5
+
+
 class ABTesting(_Section):
     schedule: Cron = Field(
         "0 4 * * 0", description="Cron of the weekly comparison and pointer decision."
     )
-    shadow_mode_duration: DurationDays = Field(7, description="Shadow period after the cut-off.")
-    significance_level: float = Field(
-        0.05, gt=0, lt=0.5, description="Alpha of the promotion tests."
+    shadow_mode_duration: DurationDays = Field(
+        7,
+        description="Minimum shadow: the first look of the sequential test comes after this many "
+        "calendar days' worth of labelled trading days (5 per 7 days, at least 2).",
     )
-    min_improvement: float = Field(0.01, ge=0, description="Least accuracy gain that promotes.")
+    max_shadow_duration: DurationDays = Field(
+        56,
+        description="Maximum shadow: after this many calendar days' worth of labelled trading "
+        "days an undecided candidate is kept out (decision keep, reason inconclusive).",
+    )
+    metric: Literal["log_loss", "brier"] = Field(
+        "log_loss",
+        description="Proper score of the primary test: per day, production's mean score minus the "
+        "candidate's over the same symbols.",
+    )
+    false_promotion_budget: float = Field(
+        0.10,
+        gt=0,
+        lt=1,
+        description="Yearly error budget: P(any promotion in a year of candidates no better than "
+        "production) stays below it. Spent evenly over the year's 52 weekly tests (Bonferroni).",
+    )
+    significance_level: float | None = Field(
+        None,
+        gt=0,
+        lt=0.5,
+        description="One-sided level of one comparison; empty: false_promotion_budget / 52.",
+    )
+    min_improvement: float = Field(
+        0.0,
+        ge=0,
+        description="Least mean daily gain, in units of `metric` (log loss or Brier score per "
+        "row), that the sequential lower confidence bound must clear to promote.",
+    )
+    spending_rho: float = Field(
+        3.0,
+        gt=0,
+        le=10,
+        description="Alpha-spending function alpha * t**rho over the shadow's looks: 1 spends "
+        "evenly (early decisions), 3 keeps most of the error for the later looks (more power).",
+    )
+    futility_level: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="One-sided level of the futility bound: a candidate whose upper bound falls "
+        "below min_improvement is rejected (it never promotes anything, so it spends no budget).",
+    )
     min_samples: int = Field(
         100, ge=10, description="Fewer paired rows than this: insufficient data."
     )
     bootstrap_samples: int = Field(2000, ge=100, description="Resamples for confidence intervals.")
+
+    @model_validator(mode="after")
+    def _shadow_bounds_in_order(self) -> ABTesting:
+        if self.max_shadow_duration < self.shadow_mode_duration:
+            raise ValueError(
+                f"ab_testing.max_shadow_duration ({self.max_shadow_duration} days) is shorter than "
+                f"ab_testing.shadow_mode_duration ({self.shadow_mode_duration} days)"
+            )
+        return self
+
+    @property
+    def alpha(self) -> float:
+        """The one-sided level of one comparison: set, or derived from the yearly budget."""
+        if self.significance_level is not None:
+            return self.significance_level
+        return self.false_promotion_budget / CANDIDATES_PER_YEAR
+
+    @property
+    def first_look(self) -> int:
+        return max(2, round(self.shadow_mode_duration * TRADING_DAYS_PER_WEEK / 7))
+
+    @property
+    def max_looks(self) -> int:
+        return max(self.first_look, round(self.max_shadow_duration * TRADING_DAYS_PER_WEEK / 7))
 
 
 class Monitoring(_Section):
@@ -254,7 +353,18 @@ class Monitoring(_Section):
     )
     performance_window: DurationDays = Field(30, description="Rolling window of model_performance.")
     degradation_threshold: float = Field(
-        0.05, gt=0, lt=1, description="Accuracy drop that degrades."
+        0.05,
+        gt=0,
+        lt=1,
+        description="Drop of production's accuracy, from its first live days to the last "
+        "performance_window, that degrades (absolute).",
+    )
+    degradation_level: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="One-sided level of the degradation test (Welch's t on daily accuracies). An "
+        "alert asks for attention and a rollback test; it promotes nothing by itself.",
     )
     transaction_cost_bps: float = Field(
         5.0, ge=0, description="Cost per unit turnover, basis points."
@@ -280,8 +390,23 @@ class Alerts(_Section):
     )
 
 
+class LabelSettings(_Section):
+    start: Literal["next_close", "next_open"] = Field(
+        "next_close",
+        description="Where the label's return starts, so a prediction made after t's close can "
+        "trade it: next_close = close(t+1) -> close(t+1+h) (Qlib's Alpha158 label), next_open = "
+        "open(t+1) -> open(t+1+h). The horizon h is retraining.label_horizon_days.",
+    )
+    kind: Literal["direction", "excess_direction"] = Field(
+        "direction",
+        description="direction: the sign of that return; excess_direction: the sign of the return "
+        "minus the same day's cross-sectional mean (a market-neutral target).",
+    )
+
+
 class Settings(_Section):
     data_source: DataSource = Field(default_factory=DataSource)
+    label: LabelSettings = Field(default_factory=LabelSettings)
     storage: Storage = Field(default_factory=Storage)
     data_refresh: DataRefresh = Field(default_factory=DataRefresh)
     retraining: Retraining = Field(default_factory=Retraining)
@@ -299,6 +424,16 @@ class Settings(_Section):
             return path
         base = self.config_path.parent if self.config_path else Path.cwd()
         return (base / path).resolve()
+
+    @property
+    def label_rule(self):
+        from stage2_assets.ml.features import LabelRule
+
+        return LabelRule(
+            start=self.label.start,
+            kind=self.label.kind,
+            horizon_days=self.retraining.label_horizon_days,
+        )
 
     @property
     def warehouse_path(self) -> Path:

@@ -54,13 +54,19 @@ weekly_adaptation = dg.define_asset_job(
 
 daily_predictions = dg.define_asset_job(
     name="daily_predictions",
-    selection=dg.AssetSelection.assets(*DATA_ASSETS, predictions, model_performance),
-    description="After the close: refresh the day's bars, log predictions of production and shadow models, fill outcomes.",
+    selection=dg.AssetSelection.assets(
+        *DATA_ASSETS, predictions, model_performance, shadow_comparison, production_pointer
+    ),
+    description=(
+        "After the close: refresh the day's bars, log predictions of production and shadow models, "
+        "fill outcomes, look at every shadow's evidence (the sequential test decides on the day it "
+        "has enough), then the pointer decision."
+    ),
 )
 shadow_decision = dg.define_asset_job(
     name="shadow_decision",
     selection=dg.AssetSelection.assets(shadow_comparison, production_pointer),
-    description="Compare every candidate whose shadow period ended, then decide the production pointer.",
+    description="Look at every shadow candidate's evidence, then decide the production pointer.",
 )
 
 

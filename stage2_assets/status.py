@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from stage2_assets.config import Settings
 from stage2_assets.market.refresh import stored_source, summarize_log
 from stage2_assets.market.validation import quarantine_rows
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.warehouse import Warehouse, one
+from stage2_assets.stats.comparison import FINAL_DECISIONS
 
 TABLES = ("raw_bars", "validated_bars", "features")
 
@@ -41,7 +44,8 @@ def collect_status(settings: Settings) -> dict:
         decided = {
             r[0]
             for r in conn.execute(
-                "SELECT candidate FROM shadow_comparisons WHERE decision <> 'insufficient data'"
+                "SELECT candidate FROM shadow_comparisons WHERE decision IN (?, ?, ?)",
+                list(FINAL_DECISIONS),
             ).fetchall()
         }
     store = ModelStore(root=str(settings.models_path))
@@ -75,6 +79,10 @@ def collect_status(settings: Settings) -> dict:
                 for k in ("accuracy", "ece", "brier", "sharpe", "max_drawdown")
             }
             | {"as_of": str(row.as_of)[:10], "rows": int(row.rows), "role": row.role}
+            | {
+                k: None if pd.isna(getattr(row, k, None)) else float(getattr(row, k))
+                for k in ("always_up_accuracy", "climatology", "brier_skill")
+            }
             for row in performance.itertuples()
         },
         "versions": store.versions(),
@@ -95,4 +103,24 @@ def _comparison(frame) -> dict | None:
         "decision": row["decision"],
         "reason": row["reason"],
         "as_of": str(row["as_of"])[:10],
+        **gate_figures(row.to_dict()),
+    }
+
+
+def gate_figures(record: dict) -> dict:
+    """The gate's figures of a stored comparison (None where a record predates the gate)."""
+
+    def number(key):
+        value = record.get(key)
+        return None if value is None or pd.isna(value) else float(value)
+
+    metric, days = record.get("metric"), record.get("days")
+    return {
+        "metric": metric if isinstance(metric, str) else None,
+        "statistic": number("statistic"),
+        "p_value": number("p_value"),
+        "effect": number("effect"),
+        "lower_bound": number("lower_bound"),
+        "mde": number("mde"),
+        "days": None if days is None or pd.isna(days) else int(days),
     }

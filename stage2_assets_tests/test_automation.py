@@ -125,11 +125,12 @@ def test_schedules_follow_the_config_and_sensors_can_be_switched_off(write_setti
 
 @pytest.fixture(scope="module")
 def degraded(tmp_path_factory):
-    """Bootstrap in regime A, then two months into regime B: production has degraded."""
+    """Bootstrap a month before regime B, then two months into it: production has degraded
+    against its own first live month (spent in regime A)."""
     settings, home = make_project(tmp_path_factory.mktemp("degraded"), REGIME_FLIP)
     mp = pytest.MonkeyPatch()
     mp.setenv("DAGSTER_HOME", str(home))
-    for day in ("2024-12-27", "2025-02-28"):
+    for day in ("2024-11-29", "2025-02-28"):
         assert main(["--config", str(settings.config_path), "weekly", "--as-of", day]) == 0
     yield settings
     mp.undo()

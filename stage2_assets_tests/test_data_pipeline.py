@@ -46,7 +46,7 @@ def test_refresh_job_fills_every_table_as_of_the_date(write_settings, instance):
     assert features == 6 * (
         124 - 49
     )  # 124 NYSE sessions to 2024-06-28, less the 49 before a full look-back
-    assert labelled == features - 6  # the last day's label is not known as of that day
+    assert labelled == features - 2 * 6  # the label of t needs close(t+2): the last two unknown
     assert query(settings, "SELECT max(date) FROM features") == [(dt.date(2024, 6, 28),)]
     runs = instance.get_runs()
     assert runs[0].tags[AS_OF_TAG] == "2024-06-28"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from stage2_assets.market.simulator import MarketSpec, RegimeSpec, simulate_bars
-from stage2_assets.ml.features import FEATURE_COLUMNS, LOOKBACK_BARS, compute_features
+from stage2_assets.ml.features import FEATURE_COLUMNS, LOOKBACK_BARS, LabelRule, compute_features
 
 SPEC = MarketSpec(
     seed=5,
@@ -79,23 +79,69 @@ def test_known_values_on_a_hand_made_series():
     assert last["stoch_k_14"] == pytest.approx(
         100 * (close[-2] - close[-15] * 0.99) / (close[-2] * 1.02 - close[-15] * 0.99)
     )
-    assert last["label"] == 1 and last["fwd_return"] == pytest.approx(np.log(1.01))
+    # the tradable label of t needs close(t+2): unknown on the last two rows
+    assert pd.isna(last["label"]) and pd.isna(last["fwd_return"])
+    labelled = compute_features(bars).iloc[-3]
+    assert labelled["label"] == 1 and labelled["fwd_return"] == pytest.approx(np.log(1.01))
 
 
-def test_label_is_the_direction_over_the_horizon(bars):
-    table = compute_features(bars, horizon=5)
-    aaa = bars[bars["symbol"] == "SIM000"].reset_index(drop=True)
-    row = table[table["symbol"] == "SIM000"].iloc[10]
-    i = aaa.index[aaa["date"] == row["date"]][0]
-    assert row["fwd_return"] == pytest.approx(np.log(aaa.loc[i + 5, "close"] / aaa.loc[i, "close"]))
-    assert row["label_date"] == aaa.loc[i + 5, "date"]
-    assert table.groupby("symbol").tail(5)["label"].isna().all()
+def _symbol_rows(bars, table, symbol="SIM000", at=10):
+    own = bars[bars["symbol"] == symbol].sort_values("date").reset_index(drop=True)
+    row = table[table["symbol"] == symbol].iloc[at]
+    return own, row, own.index[own["date"] == row["date"]][0]
 
 
-def test_changing_the_future_never_moves_past_features(bars):
-    """No look-ahead: alter every bar after t, and no feature at or before t may change."""
+def test_label_starts_at_the_next_close_and_spans_the_horizon(bars):
+    table = compute_features(bars, LabelRule(horizon_days=5))
+    own, row, i = _symbol_rows(bars, table)
+    assert row["fwd_return"] == pytest.approx(
+        np.log(own.loc[i + 6, "close"] / own.loc[i + 1, "close"])
+    )
+    assert row["label"] == int(row["fwd_return"] > 0)
+    assert row["label_date"] == own.loc[i + 6, "date"]
+    assert table.groupby("symbol").tail(6)["label"].isna().all()
+
+
+def test_next_open_label_runs_from_open_to_open(bars):
+    table = compute_features(bars, LabelRule(start="next_open", horizon_days=2))
+    own, row, i = _symbol_rows(bars, table)
+    assert row["fwd_return"] == pytest.approx(
+        np.log(own.loc[i + 3, "open"] / own.loc[i + 1, "open"])
+    )
+    assert row["label_date"] == own.loc[i + 3, "date"]
+
+
+def test_excess_direction_takes_the_days_mean_out(bars):
+    table = compute_features(bars, LabelRule(kind="excess_direction"))
+    labelled = table.dropna(subset=["label"])
+    excess = labelled["fwd_return"] - labelled.groupby("date")["fwd_return"].transform("mean")
+    assert (labelled["label"] == (excess > 0).astype(int)).all()
+    # with three symbols, some day has every return up but not every excess return
+    assert (labelled.groupby("date")["label"].mean() < 1).all()
+    plain = compute_features(bars).dropna(subset=["label"])
+    assert (plain.groupby("date")["label"].mean() == 1).any()
+
+
+def test_the_label_rule_sets_the_embargo():
+    assert LabelRule(horizon_days=1).embargo_days == 2
+    assert LabelRule(start="next_open", horizon_days=3).embargo_days == 4
+    assert LabelRule(start="close", horizon_days=1).embargo_days == 1  # stores built before
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        LabelRule(),
+        LabelRule(start="next_open", horizon_days=3),
+        LabelRule(kind="excess_direction", horizon_days=2),
+    ],
+    ids=["next_close", "next_open_h3", "excess_h2"],
+)
+def test_changing_the_future_never_moves_past_features(bars, rule):
+    """No look-ahead: alter every bar after t, and no feature at or before t may change; a label
+    moves only if its last price lies after t."""
     cut = pd.Timestamp("2023-08-15")
-    before = compute_features(bars)
+    before = compute_features(bars, rule)
     rng = np.random.default_rng(0)
     altered = bars.copy()
     future = altered["date"] > cut
@@ -106,14 +152,17 @@ def test_changing_the_future_never_moves_past_features(bars):
     altered = altered[
         ~(future & (altered["date"] > "2023-11-30"))
     ]  # and drop the last weeks entirely
-    after = compute_features(altered)
+    after = compute_features(altered, rule)
     key = ["symbol", "date"]
     past_before = before[before["date"] <= cut].set_index(key).sort_index()
     past_after = after[after["date"] <= cut].set_index(key).sort_index()
     pd.testing.assert_frame_equal(
         past_before[list(FEATURE_COLUMNS)], past_after[list(FEATURE_COLUMNS)]
     )
-    # Labels need the future: the last label before the cut may change, and that is all.
+    # Labels need the future: exactly those whose last price lies after the cut may change.
     changed = (past_before["fwd_return"] - past_after["fwd_return"]).abs() > 1e-12
-    assert changed.groupby(level="symbol").sum().le(1).all()
+    changed |= past_before["label"].astype(float) != past_after["label"].astype(float)
+    reaches_past_cut = pd.to_datetime(past_before["label_date"]) > cut
+    assert not (changed & ~reaches_past_cut).any()
+    assert changed.groupby(level="symbol").sum().le(rule.embargo_days).all()
     assert changed.sum() > 0  # the test really altered what came after t

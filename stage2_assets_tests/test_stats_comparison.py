@@ -1,4 +1,4 @@
-"""The comparison statistics against textbook values and scipy, and the decision rule's error rate."""
+"""The figures reported beside the gate's decision, against textbook values and scipy."""
 
 import numpy as np
 import pandas as pd
@@ -7,19 +7,13 @@ from scipy import stats
 
 from stage2_assets.stats.comparison import (
     INSUFFICIENT,
-    KEEP,
     PROMOTE,
     compare,
     day_block_bootstrap_ci,
     mcnemar_exact,
 )
-
-RULE = {
-    "significance_level": 0.05,
-    "min_improvement": 0.01,
-    "min_samples": 100,
-    "bootstrap_samples": 500,
-}
+from stage2_assets.stats.gate import GateRule
+from stage2_assets.stats.streams import paired_streams
 
 
 def test_mcnemar_exact_matches_the_textbook_example():
@@ -47,61 +41,26 @@ def test_bootstrap_interval_is_reproducible_and_covers_the_mean():
     assert first[1] - first[0] == pytest.approx(2 * 1.96 * diff.std() / np.sqrt(1000), rel=0.25)
 
 
-def _paired(rng, days=20, symbols=25, cand_edge=0.0, prod_edge=0.0):
-    n = days * symbols
-    label = rng.integers(0, 2, n)
-
-    def model(edge):
-        right = rng.random(n) < 0.5 + edge
-        direction = np.where(right, label, 1 - label)
-        return np.where(
-            direction == 1, 0.5 + rng.uniform(0.01, 0.2, n), 0.5 - rng.uniform(0.01, 0.2, n)
-        )
-
-    return pd.DataFrame(
-        {
-            "date": np.repeat(pd.bdate_range("2025-01-01", periods=days), symbols),
-            "label": label,
-            "fwd_return": np.where(label == 1, 0.01, -0.01),
-            "prob_candidate": model(cand_edge),
-            "prob_production": model(prod_edge),
-        }
-    )
-
-
-def test_a_clearly_better_candidate_is_promoted_and_the_statistics_agree():
-    result = compare(_paired(np.random.default_rng(0), days=30, symbols=40, cand_edge=0.12), **RULE)
+def test_compare_reports_beside_the_gate_over_the_days_it_used():
+    frame = paired_streams(1, 40, 50, accuracy_edge=0.14, seed=10)
+    rule = GateRule(alpha=0.002, first_look=5, max_looks=40)
+    result = compare(frame, rule, min_samples=100, bootstrap_samples=500, seed=1)
     assert result.decision == PROMOTE
-    assert result.accuracy_diff > 0.05 and result.ci[0] > 0
-    assert result.p_mcnemar < 0.001 and result.logloss_diff > 0 and result.strategy_return_diff > 0
+    gate = result.gate
+    assert result.days == gate["days"] < 40 and result.rows == gate["rows"] == 50 * gate["days"]
+    used = frame[pd.to_datetime(frame["date"]) <= pd.Timestamp(gate["decided_on"])]
+    ok_c = (used["prob_candidate"] > 0.5) == (used["label"] == 1)
+    ok_p = (used["prob_production"] > 0.5) == (used["label"] == 1)
+    assert result.accuracy_diff == pytest.approx(ok_c.mean() - ok_p.mean())
+    assert result.ci[0] < result.accuracy_diff < result.ci[1]
+    assert result.p_paired == pytest.approx(gate["p_value"])
+    again = compare(frame, rule, min_samples=100, bootstrap_samples=500, seed=1)
+    assert again.to_dict() == result.to_dict()
 
 
-def test_a_worse_candidate_is_kept_out():
-    result = compare(_paired(np.random.default_rng(0), days=30, symbols=40, prod_edge=0.12), **RULE)
-    assert result.decision == KEEP and "worse" in result.reason
-
-
-def test_thin_or_missing_outcomes_decide_insufficient_data():
-    data = _paired(np.random.default_rng(0), days=3, symbols=20, cand_edge=0.3)
-    assert compare(data, **RULE).decision == INSUFFICIENT  # 60 rows < 100
-    data = _paired(np.random.default_rng(0), cand_edge=0.3)
-    data.loc[data.index[:450], "label"] = np.nan  # outcomes not in yet
-    result = compare(data, **RULE)
-    assert result.decision == INSUFFICIENT and result.rows == 50
-    assert compare(data.iloc[0:0], **RULE).decision == INSUFFICIENT
-
-
-def test_a_tie_is_kept():
-    data = _paired(np.random.default_rng(0))
-    data["prob_candidate"] = data["prob_production"]
-    result = compare(data, **RULE)
-    assert result.decision == KEEP and "tie" in result.reason and result.p_mcnemar == 1.0
-
-
-def test_identical_models_are_falsely_promoted_at_most_at_the_significance_level():
-    promotions = sum(
-        compare(_paired(np.random.default_rng(seed), days=10, symbols=40), **RULE).decision
-        == PROMOTE
-        for seed in range(300)
-    )
-    assert promotions / 300 <= 0.05  # promote needs p < 0.05 and a positive gain: ~2.5% expected
+def test_thin_data_is_insufficient_never_an_error():
+    frame = paired_streams(1, 40, 2, accuracy_edge=0.14, seed=3)
+    rule = GateRule(alpha=0.002, first_look=5, max_looks=40)
+    assert compare(frame, rule, min_samples=100, bootstrap_samples=200).decision == INSUFFICIENT
+    empty = compare(frame.iloc[0:0], rule, min_samples=100, bootstrap_samples=200)
+    assert empty.decision == INSUFFICIENT and empty.rows == 0

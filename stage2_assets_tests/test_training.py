@@ -10,7 +10,12 @@ from stage2_assets.errors import TrainingError
 from stage2_assets.market.simulator import MarketSpec, RegimeSpec, simulate_bars
 from stage2_assets.ml.dataset import time_split
 from stage2_assets.ml.features import FEATURE_COLUMNS, compute_features
-from stage2_assets.ml.metrics import classification_metrics, expected_calibration_error
+from stage2_assets.ml.metrics import (
+    brier_decomposition,
+    brier_skill_score,
+    classification_metrics,
+    expected_calibration_error,
+)
 from stage2_assets_tests.test_data_pipeline import run_refresh
 
 CUTOFF = dt.date(2025, 6, 27)
@@ -65,8 +70,28 @@ def test_metrics_match_hand_worked_values():
         -(np.log(0.9) + np.log(0.2) + np.log(0.7) + np.log(0.4)) / 4
     )
     assert m["mean_confidence"] == pytest.approx((0.9 + 0.8 + 0.7 + 0.6) / 4)
-    # bins of width 0.1 over [0.5, 1]: {0.6}: 0 hits, {0.7}: 1 hit, {0.8}: 0, {0.9}: 1
-    assert expected_calibration_error(prob, label) == pytest.approx((0.6 + 0.3 + 0.8 + 0.1) / 4)
+    assert m["always_up_accuracy"] == 0.25
+    # two equal-mass bins of P(up): {0.3, 0.6} -> mean 0.45 vs 0 up; {0.8, 0.9} -> 0.85 vs 1/2
+    assert expected_calibration_error(prob, label, bins=2) == pytest.approx(0.5 * 0.45 + 0.5 * 0.35)
+    parts = brier_decomposition(prob, label, bins=2)
+    assert parts["reliability"] == pytest.approx(0.5 * 0.45**2 + 0.5 * 0.35**2)
+    assert parts["resolution"] == pytest.approx(0.5 * 0.25**2 + 0.5 * 0.25**2)
+    assert parts["uncertainty"] == pytest.approx(0.25 * 0.75)
+    # climatology 0.5: Brier 0.25; the model's 0.275 is worse than it
+    assert brier_skill_score(prob, label, 0.5) == pytest.approx(1 - 0.275 / 0.25)
+
+
+def test_equal_mass_bins_see_what_one_bin_of_confidence_hides():
+    """P(up) within 0.45..0.55, and the truth 52.5% in its direction whatever it claims: its
+    accuracy equals its mean confidence, so one bin of confidence (where equal-width bins over
+    [0.5, 1] put every row) shows no error; bins of P(up) show it."""
+    rng = np.random.default_rng(4)
+    prob = 0.5 + rng.uniform(-0.05, 0.05, 200_000)
+    up = rng.random(len(prob)) < np.where(prob > 0.5, 0.525, 0.475)
+    label = up.astype(int)
+    one_bin = abs(((prob > 0.5) == up).mean() - np.maximum(prob, 1 - prob).mean())
+    assert one_bin < 0.004
+    assert expected_calibration_error(prob, label) == pytest.approx(0.0125, abs=0.004)
 
 
 TINY = {
@@ -107,7 +132,13 @@ def test_train_job_writes_a_complete_version_and_retrains_identically(write_sett
         set(m1["metrics"]) == {"ensemble", "members", "baselines"}
         and len(m1["metrics"]["members"]) == 2
     )
-    assert set(m1["metrics"]["baselines"]) == {"majority", "yesterday"}
+    baselines = m1["metrics"]["baselines"]
+    assert set(baselines) == {"always_up", "climatology", "majority", "yesterday"}
+    validation_up = baselines["always_up"]["accuracy"]
+    assert validation_up == baselines["always_up"]["always_up_accuracy"]
+    assert m1["metrics"]["ensemble"]["always_up_accuracy"] == validation_up
+    assert baselines["climatology"]["brier_skill"] == pytest.approx(0.0, abs=1e-12)
+    assert m1["label_rule"] == {"start": "next_close", "kind": "direction", "horizon_days": 1}
     assert {
         "git_commit",
         "data_fingerprint",

@@ -40,9 +40,11 @@ def production_pointer(
 ) -> dg.MaterializeResult:
     """The version production serves (``models/production``, swapped atomically) and why.
 
-    Promises: it moves only on a ``promote`` decision of shadow_comparison, the bootstrap rule (the
-    first model must beat both naive baselines), an automatic rollback of a degraded production to
-    a significantly better previous version, or an explicit promote/rollback; each move is logged.
+    Promises: it moves only on a ``promote`` decision of shadow_comparison (several on one run:
+    the model confidence set chooses), the bootstrap rule (the first model of a label rule must
+    beat both naive baselines), an automatic rollback of a degraded production to a previous
+    version that the gate finds better on the rows after the alert, or an explicit
+    promote/rollback; each move is logged with its reason.
     """
     if config.action not in ACTIONS:
         raise Stage2Error(
@@ -61,7 +63,9 @@ def production_pointer(
                 [as_of, model_store.production() or ""],
             ).df()
             degradation = row.iloc[0].to_dict() if not row.empty else None
-            outcome = decide(conn, model_store, as_of, settings.ab_testing, degradation)
+            outcome = decide(
+                conn, model_store, as_of, settings.ab_testing, degradation, settings.label_rule
+            )
     context.log.info(
         f"production_pointer: {outcome['action']} {outcome['version']}: {outcome['reason']}"
     )

@@ -1,17 +1,46 @@
 """features: the 14 point-in-time features and the label per (symbol, date)."""
 
+import json
 import time
 
 import dagster as dg
 import pandas as pd
 
 from stage2_assets.assets.market_data import table_summary, validated_bars
-from stage2_assets.ml.features import FEATURE_COLUMNS, LABEL_COLUMNS, compute_features
+from stage2_assets.errors import TrainingError
+from stage2_assets.ml.features import (
+    FEATURE_COLUMNS,
+    LABEL_COLUMNS,
+    LEGACY_LABEL_RULE,
+    LabelRule,
+    compute_features,
+)
 from stage2_assets.partitions import as_of_date, weekly_partitions
 from stage2_assets.resources.settings import Stage2Settings
-from stage2_assets.resources.warehouse import Warehouse
+from stage2_assets.resources.warehouse import Warehouse, one
 
 _COLUMNS = ["symbol", "date", *FEATURE_COLUMNS, *LABEL_COLUMNS]
+_RULE_KEY = "features_label_rule"
+
+
+def stored_label_rule(conn) -> LabelRule | None:
+    """The label rule the features table was computed under (None: no features yet)."""
+    row = one(conn, "SELECT value FROM store_info WHERE key = ?", [_RULE_KEY])
+    if row:
+        return LabelRule.from_dict(json.loads(row[0]))
+    (count,) = one(conn, "SELECT count(*) FROM features")
+    return LEGACY_LABEL_RULE if count else None
+
+
+def require_features_rule(conn, rule: LabelRule) -> None:
+    """Refuse to train on features whose labels follow another rule than the configured one."""
+    stored = stored_label_rule(conn)
+    if stored is not None and stored != rule:
+        raise TrainingError(
+            f"the features table holds labels of another rule ({stored.describe()}) than the "
+            f"configuration ({rule.describe()}): run `stage2 refresh` (or materialize features) "
+            "to rebuild them under the configured rule, then train"
+        )
 
 
 @dg.asset(
@@ -26,10 +55,11 @@ def features(
     """Features of every validated bar up to the as-of date, and labels as far as they are known.
 
     Promises: a feature for date t uses bars up to t only; rows without a full look-back are
-    absent; a label is NULL until its horizon's bar exists on or before the as-of date. The table
-    is replaced whole in one transaction.
+    absent; a label (the configured tradable rule, recorded in ``store_info``) is NULL until its
+    last bar exists on or before the as-of date. The table is replaced whole in one transaction,
+    so a change of label rule rebuilds every row on the next refresh.
     """
-    horizon = stage2_settings.get().retraining.label_horizon_days
+    rule = stage2_settings.get().label_rule
     as_of = as_of_date(context)
     with warehouse.connect() as conn:
         bars = conn.execute(
@@ -38,7 +68,7 @@ def features(
         ).df()
     bars["date"] = pd.to_datetime(bars["date"])
     started = time.perf_counter()
-    table = compute_features(bars, horizon)
+    table = compute_features(bars, rule)
     seconds = time.perf_counter() - started
     table = table.assign(
         date=pd.to_datetime(table["date"]).dt.date,
@@ -51,6 +81,10 @@ def features(
             conn.register("new_features", table)
             conn.execute(f"INSERT INTO features SELECT {', '.join(_COLUMNS)} FROM new_features")
             conn.unregister("new_features")
+            conn.execute(
+                "INSERT OR REPLACE INTO store_info VALUES (?, ?)",
+                [_RULE_KEY, json.dumps(rule.as_dict())],
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -66,6 +100,7 @@ def features(
             ),
             "compute_seconds": dg.MetadataValue.float(round(seconds, 3)),
             "features": dg.MetadataValue.json(list(FEATURE_COLUMNS)),
+            "label_rule": dg.MetadataValue.text(rule.describe()),
             "table": dg.MetadataValue.json(table_summary(warehouse, "features")),
         }
     )

@@ -34,7 +34,8 @@ def model_performance(
     """Per tracked model over the rolling window ending at the as-of date: accuracy, balanced
     accuracy, ECE and Brier with a reliability table, Sharpe and max drawdown of the long/short
     strategy after costs, share of bullish calls. Also judges production for degradation against
-    its own earlier record (``degradation_log``), which the degradation check reports.
+    its own first live days, on later rows, day by day (``degradation_log``), which the
+    degradation check reports.
     """
     settings = stage2_settings.get()
     mon, ab = settings.monitoring, settings.ab_testing
@@ -50,7 +51,7 @@ def model_performance(
             as_of,
             mon.performance_window,
             mon.degradation_threshold,
-            ab.significance_level,
+            mon.degradation_level,
             ab.min_samples,
             context.run.run_id,
         )

@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from stage2_assets.assets.features import features
+from stage2_assets.assets.features import features, require_features_rule
 from stage2_assets.assets.market_data import md_table
 from stage2_assets.ml.candidate import (
     build_candidate,
@@ -55,21 +55,26 @@ def ensemble_vN(
     """
     settings = stage2_settings.get()
     cutoff = as_of_date(context)
+    rule = settings.label_rule
     with warehouse.connect(read_only=True) as conn:
+        require_features_rule(conn, rule)
         table = conn.execute("SELECT * FROM features WHERE date <= ?", [cutoff]).df()
-    split = candidate_split(table, cutoff, settings.retraining)
+    split = candidate_split(table, cutoff, settings.retraining, rule)
     reused = None
     if (
         context.run.tags.get(REUSE_TAG) == "true"
     ):  # a resumed replay week: the same inputs give the same model
         reused = find_same_candidate(
-            model_store, cutoff, split_fingerprint(split), hyperparameters(settings.retraining)
+            model_store,
+            cutoff,
+            split_fingerprint(split),
+            hyperparameters(settings.retraining, rule),
         )
     if reused:
         version, metadata = reused, model_store.metadata(reused)
         context.log.info(f"reusing {version}: same cut-off, training data and hyperparameters")
     else:
-        tensors, metadata = build_candidate(split, cutoff, settings.retraining)
+        tensors, metadata = build_candidate(split, cutoff, settings.retraining, rule=rule)
         version = model_store.save_version(
             tensors, {**metadata, "dagster_run_id": context.run.run_id}
         )

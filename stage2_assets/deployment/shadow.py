@@ -11,22 +11,31 @@ import datetime as dt
 import json
 
 import duckdb
-import numpy as np
 import pandas as pd
 
+from stage2_assets.ml.features import LabelRule
 from stage2_assets.ml.predictor import EnsemblePredictor
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.warehouse import one
-from stage2_assets.stats.comparison import INSUFFICIENT, KEEP, Comparison, compare_under
-from stage2_assets.stats.performance import degradation_test, performance
+from stage2_assets.stats.comparison import (
+    FINAL_DECISIONS,
+    INSUFFICIENT,
+    KEEP,
+    Comparison,
+    compare_under,
+)
+from stage2_assets.stats.performance import daily_accuracy, degradation_test, performance
 
 PRODUCTION, SHADOW = "production", "shadow"
 # A model that starts being tracked late predicts at most this far back.
 MAX_BACKFILL_DAYS = 92
 # Days re-predicted before a model's last logged date, to catch late feature rows (insert-or-ignore).
 LATE_ROWS_DAYS = 7
-# A candidate whose shadow period yields too few rows for this many periods is retired.
-EXPIRY_PERIODS = 4
+# A candidate still without enough labelled days this many maximum shadows after its cut-off
+# (a sparse or stalled feed) is retired.
+EXPIRY_PERIODS = 2
+# Fewer labelled days than this in either window of the degradation test: not judged.
+MIN_DEGRADATION_DAYS = 5
 
 
 def _now() -> pd.Timestamp:
@@ -49,9 +58,17 @@ def previous_production(store: ModelStore) -> str | None:
     return None
 
 
+def label_rule_of(store: ModelStore, version: str) -> LabelRule:
+    """The label rule a version was trained for (versions from before it was recorded: close(t))."""
+    return LabelRule.from_dict(store.metadata(version).get("label_rule"))
+
+
 def decided_candidates(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    """Candidates whose shadow has ended: promoted, rejected, or kept out after the maximum."""
+    marks = ", ".join("?" for _ in FINAL_DECISIONS)
     rows = conn.execute(
-        "SELECT DISTINCT candidate FROM shadow_comparisons WHERE decision <> ?", [INSUFFICIENT]
+        f"SELECT DISTINCT candidate FROM shadow_comparisons WHERE decision IN ({marks})",
+        list(FINAL_DECISIONS),
     ).fetchall()
     return {r[0] for r in rows}
 
@@ -153,6 +170,17 @@ def resolved_rows(
     return rows
 
 
+def trailing_base_rate(conn: duckdb.DuckDBPyConnection, before: dt.date, days: int = 365) -> float:
+    """Share of up labels known before ``before`` over the preceding year (the climatology
+    forecast of the window that starts there); 0.5 when none is known yet."""
+    (rate,) = one(
+        conn,
+        "SELECT avg(label) FROM features WHERE label IS NOT NULL AND label_date < ? AND date >= ?",
+        [before, before - dt.timedelta(days=days)],
+    )
+    return 0.5 if rate is None else float(rate)
+
+
 def record_performance(
     conn: duckdb.DuckDBPyConnection,
     roles: dict[str, str],
@@ -163,9 +191,10 @@ def record_performance(
 ) -> pd.DataFrame:
     """model_performance rows (one per tracked model) over the window ending at ``as_of``."""
     start = as_of - dt.timedelta(days=window_days)
+    climatology = trailing_base_rate(conn, start)
     records = []
     for version, role in roles.items():
-        stats = performance(resolved_rows(conn, version, start, as_of), cost_bps)
+        stats = performance(resolved_rows(conn, version, start, as_of), cost_bps, climatology)
         if stats["rows"] == 0:
             continue
         records.append(
@@ -189,8 +218,11 @@ def record_performance(
                         "share_up",
                         "sharpe",
                         "max_drawdown",
+                        "always_up_accuracy",
                     )
                 },
+                "climatology": climatology,
+                "brier_skill": stats.get("brier_skill"),
                 "reliability": json.dumps(stats["reliability"]),
                 "run_id": run_id,
             }
@@ -198,7 +230,7 @@ def record_performance(
     frame = pd.DataFrame(records)
     if not frame.empty:
         conn.register("perf_rows", frame)
-        conn.execute("INSERT OR REPLACE INTO model_performance SELECT * FROM perf_rows")
+        conn.execute("INSERT OR REPLACE INTO model_performance BY NAME SELECT * FROM perf_rows")
         conn.unregister("perf_rows")
     return frame
 
@@ -213,49 +245,70 @@ def check_degradation(
     min_samples: int,
     run_id: str,
 ) -> dict | None:
-    """Production's recent window against its own baseline: the validation slice it was promoted on.
+    """Production's recent window against its own live record, day by day.
 
-    Degraded: recent accuracy is more than ``threshold`` (absolute) below the validation accuracy,
-    and significantly so (Fisher's exact test on the two windows' right/wrong counts). A model that
-    has been wrong since its first live day is caught too, which a live-record baseline would miss.
+    Baseline: production's first ``window_days`` of logged predictions after its cut-off (its
+    shadow and its first weeks serving). Recent: the last ``window_days``, on rows after the
+    baseline (never the same rows). Degraded: the recent accuracy is more than ``threshold``
+    (absolute) below the baseline's, and significantly so by Welch's one-sided t-test on the
+    daily accuracies (the day is the unit: the rows of one day move together).
     """
     production = store.production()
     if production is None:
         return None
-    recent = resolved_rows(conn, production, as_of - dt.timedelta(days=window_days), as_of)
-    recent_ok = ((recent["prob_up"] > 0.5) == (recent["label"] == 1)).to_numpy()
-    validation = store.metadata(production)["metrics"]["ensemble"]
-    base_rows = int(validation["rows"])
-    base_right = round(validation["accuracy"] * base_rows)
-    base_ok = np.r_[np.ones(base_right, dtype=bool), np.zeros(base_rows - base_right, dtype=bool)]
-    drop, p_value = degradation_test(recent_ok, base_ok)
-    recent_accuracy = float(recent_ok.mean()) if len(recent_ok) else float("nan")
-    enough = len(recent) >= min_samples
+    cutoff = cutoff_of(store, production)
+    baseline_end = cutoff + dt.timedelta(days=window_days)
+    baseline = resolved_rows(conn, production, cutoff, baseline_end)
+    recent = resolved_rows(
+        conn, production, max(as_of - dt.timedelta(days=window_days), baseline_end), as_of
+    )
+    recent_days, base_days = daily_accuracy(recent), daily_accuracy(baseline)
+    drop, p_value = degradation_test(recent_days, base_days)
+    recent_accuracy = _accuracy(recent)
+    baseline_accuracy = _accuracy(baseline)
+    enough = (
+        len(recent) >= min_samples
+        and len(recent_days) >= MIN_DEGRADATION_DAYS
+        and len(base_days) >= MIN_DEGRADATION_DAYS
+    )
     degraded = bool(enough and drop > threshold and p_value < significance_level)
     if not enough:
-        reason = f"{len(recent)} resolved rows in the last {window_days} days; {min_samples} needed to judge"
+        reason = (
+            f"not judged: {len(recent_days)} recent and {len(base_days)} baseline days with outcomes "
+            f"({len(recent)} recent rows); {MIN_DEGRADATION_DAYS} days each and {min_samples} rows "
+            f"are needed (the recent window starts after production's first {window_days} days)"
+        )
     else:
         reason = (
-            f"accuracy {recent_accuracy:.2%} over the last {window_days} days vs {validation['accuracy']:.2%} on its "
-            f"validation slice: drop {drop:+.2%} (threshold {threshold:.0%}), Fisher p={p_value:.2g}"
+            f"accuracy {recent_accuracy:.2%} over the last {len(recent_days)} days vs {baseline_accuracy:.2%} "
+            f"over its first {len(base_days)} live days: drop {drop:+.2%} (threshold {threshold:.0%}), "
+            f"Welch p={p_value:.2g} on daily accuracies"
         )
     record = {
         "model_version": production,
         "as_of": as_of,
         "recent_rows": len(recent),
-        "baseline_rows": base_rows,
+        "baseline_rows": len(baseline),
         "recent_accuracy": recent_accuracy,
-        "baseline_accuracy": float(validation["accuracy"]),
+        "baseline_accuracy": baseline_accuracy,
         "drop": drop,
         "p_value": p_value,
         "degraded": degraded,
         "reason": reason,
         "run_id": run_id,
+        "recent_days": len(recent_days),
+        "baseline_days": len(base_days),
     }
     conn.register("degradation_row", pd.DataFrame([record]))
-    conn.execute("INSERT OR REPLACE INTO degradation_log SELECT * FROM degradation_row")
+    conn.execute("INSERT OR REPLACE INTO degradation_log BY NAME SELECT * FROM degradation_row")
     conn.unregister("degradation_row")
     return record
+
+
+def _accuracy(rows: pd.DataFrame) -> float:
+    if rows.empty:
+        return float("nan")
+    return float(((rows["prob_up"] > 0.5) == (rows["label"] == 1)).mean())
 
 
 def paired_rows(
@@ -294,34 +347,37 @@ def run_comparisons(
     ab,
     run_id: str,
 ) -> list[dict]:
-    """Compare every shadow candidate whose shadow period has ended; store and return the records."""
+    """Look at every shadow candidate's evidence so far; store and return one record each.
+
+    The gate steps through the candidate's labelled days since its cut-off: it promotes, rejects,
+    stays inconclusive (the shadow goes on) or, at the maximum shadow, keeps it out. A candidate
+    trained for another label rule than production's is not compared (the pointer bootstraps).
+    """
     production = store.production()
     previous = previous_production(store)
     records = []
+    if production is None:
+        return records
+    production_rule = label_rule_of(store, production)
     for version, role in roles.items():
-        if role != SHADOW or version == previous or production is None:
+        if role != SHADOW or version == previous:
+            continue
+        if label_rule_of(store, version) != production_rule:
             continue
         cutoff = cutoff_of(store, version)
-        period_end = cutoff + dt.timedelta(days=ab.shadow_mode_duration)
-        if period_end > as_of:
-            continue
-        paired = paired_rows(conn, version, cutoff, period_end)
-        result = compare_under(
-            paired,
-            ab,
-            seed=int(cutoff.strftime("%Y%m%d")),
-        )
+        paired = paired_rows(conn, version, cutoff, as_of)
+        result = compare_under(paired, ab, seed=int(cutoff.strftime("%Y%m%d")))
         if result.decision == INSUFFICIENT and as_of > cutoff + dt.timedelta(
-            days=EXPIRY_PERIODS * ab.shadow_mode_duration
+            days=EXPIRY_PERIODS * ab.max_shadow_duration
         ):
             result.decision = KEEP
-            result.reason = f"retired: {result.reason} after {EXPIRY_PERIODS} shadow periods"
-        records.append(
-            _comparison_record(version, paired, result, cutoff, period_end, as_of, run_id)
-        )
+            result.reason = f"retired: {result.reason} after {EXPIRY_PERIODS} maximum shadows"
+        records.append(_comparison_record(version, paired, result, cutoff, as_of, as_of, run_id))
     if records:
         conn.register("comparison_rows", pd.DataFrame(records))
-        conn.execute("INSERT OR REPLACE INTO shadow_comparisons SELECT * FROM comparison_rows")
+        conn.execute(
+            "INSERT OR REPLACE INTO shadow_comparisons BY NAME SELECT * FROM comparison_rows"
+        )
         conn.unregister("comparison_rows")
     return records
 
@@ -330,6 +386,7 @@ def _comparison_record(
     candidate: str, paired: pd.DataFrame, result: Comparison, start, end, as_of, run_id
 ) -> dict:
     served = sorted(paired["production_version"].unique().tolist()) if len(paired) else []
+    gate = result.gate
     return {
         "candidate": candidate,
         "production": ",".join(served) or None,
@@ -350,6 +407,15 @@ def _comparison_record(
         "details": json.dumps(result.to_dict(), default=float),
         "run_id": run_id,
         "decided_at": _now(),
+        "metric": gate["metric"],
+        "statistic": gate["statistic"],
+        "p_value": gate["p_value"],
+        "effect": gate["effect"],
+        "lower_bound": gate["lower_bound"],
+        "upper_bound": gate["upper_bound"],
+        "mde": gate["mde"],
+        "alpha": gate["alpha"],
+        "decided_on": dt.date.fromisoformat(gate["decided_on"]) if gate["decided_on"] else None,
     }
 
 
@@ -363,11 +429,7 @@ def recompute_comparison(
         [candidate, as_of],
     )
     paired = paired_rows(conn, candidate, start, end)
-    result = compare_under(
-        paired,
-        ab,
-        seed=int(start.strftime("%Y%m%d")),
-    )
+    result = compare_under(paired, ab, seed=int(start.strftime("%Y%m%d")))
     assert served is None or set(served.split(",")) == set(paired["production_version"]), (
         "served versions changed"
     )

@@ -9,10 +9,17 @@ regime sets:
   (heavy volume followed by gains when positive). It is invisible in past prices, so a model
   fitted to a momentum regime has no edge in a volume regime, and the reverse.
 
+Returns share common moves, as real stocks do: a market factor (each symbol's loading drawn around 1)
+and one of ``num_sectors`` sector factors carry ``market_share`` and ``sector_share`` of a symbol's
+daily variance; the rest is the symbol's own. Both signals act on that own part (momentum sums the
+previous own returns), so what a model can learn is cross-sectional, and every day's rows move
+together, the reason the promotion test treats the day, not the row, as its unit. With both shares
+at 0 the bars are those of a market of independent symbols.
+
 Drift, volatility and both coefficients switch at the regime dates, so a model fitted to one
 regime decays in the next, whether the next flips the sign of the signal or changes its kind.
 
-Bars are a pure function of (seed, symbol index, session): the bars up to a date never depend on
+Bars are a pure function of (seed, symbol index, session) and the factors' (seed, session): the bars up to a date never depend on
 how far the simulation runs, so answering "as of" any date is consistent with every later answer.
 """
 
@@ -33,6 +40,13 @@ WART_KINDS = ("duplicate_day", "zero_price", "nan_close", "split", "gap", "bad_h
 WART_SESSION = 150
 _DRAWS_PER_SESSION = 5
 MOMENTUM_DAYS = 5
+# Stream keys of the factor draws, above every symbol index (num_symbols <= 10,000).
+_MARKET_STREAM = 1_000_000
+_SECTOR_STREAM = 1_000_001
+# A symbol's loadings are drawn in [1 - spread, 1 + spread]; with the largest loading the shares
+# must leave room for the symbol's own part.
+_LOADING_SPREAD = 0.2
+MAX_FACTOR_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,9 @@ class MarketSpec:
     start_date: dt.date
     regimes: Sequence[RegimeSpec]
     warts: Sequence[str] = field(default_factory=tuple)
+    market_share: float = 0.0
+    sector_share: float = 0.0
+    num_sectors: int = 1
 
     @property
     def symbols(self) -> list[str]:
@@ -86,27 +103,49 @@ def simulate_bars(spec: MarketSpec, symbols: Sequence[str], end: dt.date) -> pd.
         raise ValueError(
             f"regime starting {explosive[0].start}: |momentum| must stay below {1 / MOMENTUM_DAYS} or prices explode"
         )
+    if spec.market_share + spec.sector_share > MAX_FACTOR_SHARE:
+        raise ValueError(
+            f"market_share + sector_share is {spec.market_share + spec.sector_share}; at most "
+            f"{MAX_FACTOR_SHARE} leaves each symbol a part of its own"
+        )
     regime = _regime_index(sessions, spec.regimes)
     drift = np.array([r.drift for r in spec.regimes])[regime]
     vol = np.array([r.volatility for r in spec.regimes])[regime]
     phi = np.array([r.momentum for r in spec.regimes])[regime]
     beta = np.array([r.volume_signal for r in spec.regimes])[regime]
     wart_of = {symbol: kind for kind, symbol in spec.wart_symbols().items()}
-    frames = [
-        _simulate_one(
-            spec.seed,
-            universe.index(symbol),
-            symbol,
-            sessions,
-            drift,
-            vol,
-            phi,
-            beta,
-            wart_of.get(symbol),
+    market = _factor(spec.seed, _MARKET_STREAM, len(sessions), spec.market_share)
+    sectors = {}
+    frames = []
+    for symbol in symbols:
+        index = universe.index(symbol)
+        sector = index % max(spec.num_sectors, 1)
+        if sector not in sectors:
+            sectors[sector] = _factor(
+                spec.seed, _SECTOR_STREAM + sector, len(sessions), spec.sector_share
+            )
+        frames.append(
+            _simulate_one(
+                spec.seed,
+                index,
+                symbol,
+                sessions,
+                drift,
+                vol,
+                phi,
+                beta,
+                wart_of.get(symbol),
+                (market, sectors[sector], spec.market_share + spec.sector_share),
+            )
         )
-        for symbol in symbols
-    ]
     return pd.concat(frames, ignore_index=True)
+
+
+def _factor(seed: int, stream: int, sessions: int, share: float) -> np.ndarray:
+    """One factor's unit-variance draws, scaled by sqrt(share); zeros when the share is 0."""
+    if share <= 0:
+        return np.zeros(sessions)
+    return np.sqrt(share) * np.random.default_rng([seed, stream, 0]).standard_normal(sessions)
 
 
 def _simulate_one(
@@ -119,27 +158,39 @@ def _simulate_one(
     phi: np.ndarray,
     beta: np.ndarray,
     wart: str | None,
+    factors: tuple[np.ndarray, np.ndarray, float] | None = None,
 ) -> pd.DataFrame:
     static = np.random.default_rng([seed, index, 1])
     price0 = float(static.uniform(20, 200))
     vol_scale = float(static.uniform(0.7, 1.4))
     base_volume = float(static.uniform(2e5, 5e6))
+    market, sector, shares = factors if factors else (0.0, 0.0, 0.0)
+    if shares > 0:
+        # loadings from a stream of their own, so markets without factors keep their bars
+        loadings = np.random.default_rng([seed, index, 2]).uniform(
+            1 - _LOADING_SPREAD, 1 + _LOADING_SPREAD, size=2
+        )
+        common = loadings[0] * market + loadings[1] * sector
+        own_scale = np.sqrt(max(1.0 - float(np.mean(loadings**2)) * shares, 0.05))
+    else:
+        common, own_scale = 0.0, 1.0
     # One row of draws per session, drawn in order: the prefix property behind "as of".
     draws = np.random.default_rng([seed, index, 0]).standard_normal(
         (len(sessions), _DRAWS_PER_SESSION)
     )
     sigma = vol * vol_scale
-    innovation = sigma * draws[:, 0]
+    innovation = own_scale * sigma * draws[:, 0]
     # Yesterday's volume shock (draws[:, 4] drives the volume below) moves today's return.
     volume_shock = np.concatenate([[0.0], draws[:-1, 4]])
     innovation = innovation + beta * sigma * volume_shock
-    returns = np.zeros(len(sessions))
-    window = 0.0  # sum of the previous MOMENTUM_DAYS excess returns
+    own = np.zeros(len(sessions))
+    window = 0.0  # sum of the previous MOMENTUM_DAYS own returns
     for t in range(len(sessions)):
-        returns[t] = drift[t] + phi[t] * window + innovation[t]
-        window += returns[t] - drift[t]
+        own[t] = phi[t] * window + innovation[t]
+        window += own[t]
         if t >= MOMENTUM_DAYS:
-            window -= returns[t - MOMENTUM_DAYS] - drift[t - MOMENTUM_DAYS]
+            window -= own[t - MOMENTUM_DAYS]
+    returns = drift + sigma * common + own
     close = price0 * np.exp(np.cumsum(returns))
     prev_close = np.concatenate([[price0], close[:-1]])
     open_ = prev_close * np.exp(0.25 * sigma * draws[:, 1])

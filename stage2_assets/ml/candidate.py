@@ -15,7 +15,7 @@ import torch
 from stage2_assets.faults import fault_point
 from stage2_assets.ml.dataset import Split, fingerprint, time_split
 from stage2_assets.ml.ensemble import member_probabilities
-from stage2_assets.ml.features import FEATURE_COLUMNS
+from stage2_assets.ml.features import FEATURE_COLUMNS, LabelRule
 from stage2_assets.ml.metrics import classification_metrics, majority_baseline, yesterday_baseline
 from stage2_assets.ml.training import train_ensemble
 
@@ -55,20 +55,25 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def candidate_split(features: pd.DataFrame, cutoff: dt.date, retraining) -> Split:
+def candidate_split(
+    features: pd.DataFrame, cutoff: dt.date, retraining, rule: LabelRule | None = None
+) -> Split:
     """The training and validation slices of the window ending at ``cutoff``."""
+    rule = rule or LabelRule(horizon_days=retraining.label_horizon_days)
     return time_split(
         features,
         cutoff,
         retraining.data_window,
         retraining.validation_split,
-        retraining.label_horizon_days,
+        rule.embargo_days,
         retraining.min_train_rows,
     )
 
 
-def hyperparameters(retraining) -> dict:
+def hyperparameters(retraining, rule: LabelRule | None = None) -> dict:
+    rule = rule or LabelRule(horizon_days=retraining.label_horizon_days)
     return {
+        "label_rule": rule.as_dict(),
         "num_models": retraining.num_models,
         "hidden_units": retraining.hidden_units,
         "learning_rate": retraining.learning_rate,
@@ -87,7 +92,11 @@ def split_fingerprint(split: Split) -> str:
 
 
 def build_candidate(
-    split: Split, cutoff: dt.date, retraining, trainer_overrides: dict | None = None
+    split: Split,
+    cutoff: dt.date,
+    retraining,
+    trainer_overrides: dict | None = None,
+    rule: LabelRule | None = None,
 ):
     """Train a candidate on a split of the window ending at ``cutoff``; return (tensors, metadata)."""
     fault_point("training")
@@ -109,10 +118,15 @@ def build_candidate(
     )
     members = member_probabilities(result.model, split.scaled(split.val))
     ensemble = members.mean(axis=0)
+    climatology = float(np.mean(y_train))  # the base rate of up days known at training time
     metrics = {
-        "ensemble": classification_metrics(ensemble, y_val),
-        "members": [classification_metrics(p, y_val) for p in members],
+        "ensemble": classification_metrics(ensemble, y_val, climatology),
+        "members": [classification_metrics(p, y_val, climatology) for p in members],
         "baselines": {
+            "always_up": classification_metrics(np.ones(len(y_val)), y_val, climatology),
+            "climatology": classification_metrics(
+                majority_baseline(y_train, len(y_val)), y_val, climatology
+            ),
             "majority": classification_metrics(majority_baseline(y_train, len(y_val)), y_val),
             "yesterday": classification_metrics(
                 yesterday_baseline(split.train["ret_1d"], y_train, split.val["ret_1d"]), y_val
@@ -138,7 +152,8 @@ def build_candidate(
         },
         "symbols": sorted(split.train["symbol"].unique().tolist()),
         "rows": {"train": len(split.train), "validation": len(split.val)},
-        "hyperparameters": hyperparameters(retraining),
+        "hyperparameters": hyperparameters(retraining, rule),
+        "label_rule": (rule or LabelRule(horizon_days=retraining.label_horizon_days)).as_dict(),
         "training": {
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,

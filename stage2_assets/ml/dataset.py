@@ -1,8 +1,9 @@
 """Point-in-time training data: the rolling window, the time split with embargo, the scaler.
 
 Only rows whose label was known at the cut-off (``label_date <= cutoff``) are used. The validation
-slice is the last share of the window's trading dates; the training slice ends ``horizon`` dates
-before it, so no training label overlaps a validation date. Never a random split.
+slice is the last share of the window's trading dates; the training slice ends ``embargo`` dates
+before it (the sessions a label reaches past its own date: h + 1 for a label that starts at the
+next session), so no training label overlaps a validation date. Never a random split.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def time_split(
     cutoff: dt.date,
     window_days: int,
     validation_split: float,
-    horizon: int,
+    embargo: int,
     min_train_rows: int,
 ) -> Split:
     """The training and validation slices for a cut-off, with the scaler fitted on training only."""
@@ -57,13 +58,13 @@ def time_split(
         )
     dates = np.sort(window["date"].unique())
     n_val = int(np.ceil(len(dates) * validation_split))
-    if len(dates) - n_val - horizon <= 0 or n_val == 0:
+    if len(dates) - n_val - embargo <= 0 or n_val == 0:
         raise TrainingError(
             f"the window ending {cutoff} holds {len(dates)} trading dates with known labels: too few for a "
-            f"{validation_split:.0%} validation slice and a {horizon}-day embargo"
+            f"{validation_split:.0%} validation slice and a {embargo}-day embargo"
         )
     val_dates = dates[-n_val:]
-    train_dates = dates[: len(dates) - n_val - horizon]
+    train_dates = dates[: len(dates) - n_val - embargo]
     train = (
         window[window["date"].isin(train_dates)]
         .sort_values(["date", "symbol"])

@@ -2,12 +2,20 @@
 
 A feature for date t is computed from bars up to and including t only (rolling windows look back,
 exponential averages run forward). Rows without a full look-back (LOOKBACK_BARS bars of the
-symbol) are dropped, never filled. The label for t is the direction of the log return from t to
-t+h bars of the same symbol; it is the only column that needs the future, and it stays NULL
-(with ``label_date``) until that bar exists.
+symbol) are dropped, never filled.
+
+The label for t is tradable: a prediction made after t's close can act at the next session, so the
+label's return starts there. ``next_close`` (the default, as Qlib's Alpha158 label): the log return
+from close(t+1) to close(t+1+h); ``next_open``: from open(t+1) to open(t+1+h). ``direction`` labels
+that return's sign; ``excess_direction`` the sign of the return minus the same day's cross-sectional
+mean (what a market-neutral book predicts: the market's share of the day is taken out). The label
+is the only column that needs the future; it stays NULL (with ``label_date``, the session of the
+return's last price) until that bar exists. ``fwd_return`` is the raw return the label is cut from.
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,6 +39,51 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 LABEL_COLUMNS: tuple[str, ...] = ("label", "fwd_return", "label_date")
 # The longest window (SMA 50) decides when a symbol's history is long enough.
 LOOKBACK_BARS = 50
+LABEL_STARTS = ("next_close", "next_open")
+LABEL_KINDS = ("direction", "excess_direction")
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """Which return a label is cut from: where it starts, its horizon in sessions, its kind."""
+
+    start: str = "next_close"
+    kind: str = "direction"
+    horizon_days: int = 1
+
+    def __post_init__(self) -> None:
+        # "close" is the rule of stores built before tradable labels: close(t) -> close(t+h)
+        if self.start not in (*LABEL_STARTS, "close"):
+            raise ValueError(f"label start {self.start!r} is not one of {', '.join(LABEL_STARTS)}")
+        if self.kind not in LABEL_KINDS:
+            raise ValueError(f"label kind {self.kind!r} is not one of {', '.join(LABEL_KINDS)}")
+        if self.horizon_days < 1:
+            raise ValueError("the label horizon is at least one session")
+
+    @property
+    def embargo_days(self) -> int:
+        """Sessions a label reaches past its own date: the training slice ends this far before
+        the validation slice, so no training label overlaps a validation date."""
+        return self.horizon_days + (0 if self.start == "close" else 1)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        price = {"next_close": "close", "next_open": "open", "close": "close"}[self.start]
+        first = "t" if self.start == "close" else "t+1"
+        what = "direction" if self.kind == "direction" else "direction relative to the day's mean"
+        return f"{what} of {price}({first}) -> {price}({first}+{self.horizon_days})"
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> LabelRule:
+        """A version's stored rule; versions from before the rule was recorded used close(t)."""
+        if not data:
+            return LEGACY_LABEL_RULE
+        return cls(**{k: data[k] for k in ("start", "kind", "horizon_days")})
+
+
+LEGACY_LABEL_RULE = LabelRule(start="close", kind="direction", horizon_days=1)
 
 
 def _rolling(grouped, column: str, window: int, how: str) -> pd.Series:
@@ -46,11 +99,14 @@ def _ewm(frame: pd.DataFrame, column: str, **kwargs) -> pd.Series:
     )
 
 
-def compute_features(bars: pd.DataFrame, horizon: int = 1) -> pd.DataFrame:
+def compute_features(bars: pd.DataFrame, rule: LabelRule | int | None = None) -> pd.DataFrame:
     """Features and label per (symbol, date) from validated daily bars.
 
-    ``bars`` needs symbol, date, open, high, low, close, volume; any row order.
+    ``bars`` needs symbol, date, open, high, low, close, volume; any row order. ``rule`` is the
+    label rule (an int: the default rule with that horizon).
     """
+    if rule is None or isinstance(rule, int):
+        rule = LabelRule(horizon_days=rule or 1)
     columns = ["symbol", "date", *FEATURE_COLUMNS, *LABEL_COLUMNS]
     if bars.empty:
         return pd.DataFrame(columns=columns)
@@ -109,10 +165,20 @@ def compute_features(bars: pd.DataFrame, horizon: int = 1) -> pd.DataFrame:
         out["stoch_k_14"] = (100 * (df["close"] - low14) / span).where(span > 0, 50.0)
     out["hl_range"] = (df["high"] - df["low"]) / df["close"]
 
-    future_logc = g["_logc"].shift(-horizon)
-    out["fwd_return"] = future_logc - log_close
-    out["label"] = (out["fwd_return"] > 0).astype("Int8").where(out["fwd_return"].notna())
-    out["label_date"] = g["date"].shift(-horizon)
+    h = rule.horizon_days
+    if rule.start == "close":
+        out["fwd_return"] = g["_logc"].shift(-h) - log_close
+        out["label_date"] = g["date"].shift(-h)
+    else:
+        price = "_logc" if rule.start == "next_close" else "_logo"
+        df["_logo"] = np.log(df["open"])
+        g = df.groupby("symbol", sort=False)
+        out["fwd_return"] = g[price].shift(-1 - h) - g[price].shift(-1)
+        out["label_date"] = g["date"].shift(-1 - h)
+    target = out["fwd_return"]
+    if rule.kind == "excess_direction":
+        target = target - target.groupby(out["date"]).transform("mean")
+    out["label"] = (target > 0).astype("Int8").where(target.notna())
 
     position = g.cumcount()
     complete = (position >= LOOKBACK_BARS - 1) & out[list(FEATURE_COLUMNS)].notna().all(axis=1)

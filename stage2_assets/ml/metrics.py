@@ -1,8 +1,14 @@
 """Classification and calibration metrics: the one definition used by training, shadow and replay.
 
 Confidence is defined once, here: the probability a model gives to the direction it predicts,
-``max(p_up, 1 - p_up)``, between 0.5 and 1. Expected calibration error compares that confidence
-with the hit rate, over equal-width bins of confidence.
+``max(p_up, 1 - p_up)``, between 0.5 and 1.
+
+Calibration is judged on P(up) itself, over equal-mass bins (each holds the same number of rows,
+sorted by P(up)): a model whose probabilities all lie near 0.52 still gets ``bins`` bins, where
+equal-width bins of confidence would put nearly every row in one. ECE is the row-weighted
+|mean P(up) - share of up labels| over those bins; the Brier score is split the same way into
+reliability - resolution + uncertainty (Murphy, 1973); the Brier skill score compares it with a
+climatology forecast (a base rate of up days known beforehand): 1 - Brier / Brier(climatology).
 """
 
 from __future__ import annotations
@@ -19,23 +25,72 @@ def confidence(prob_up: np.ndarray) -> np.ndarray:
     return np.maximum(prob_up, 1.0 - prob_up)
 
 
+def equal_mass_bins(prob_up: np.ndarray, bins: int) -> np.ndarray:
+    """Bin index of each row: rows sorted by P(up), cut into ``bins`` groups of equal size."""
+    order = np.argsort(np.asarray(prob_up, dtype=float), kind="stable")
+    index = np.empty(len(order), dtype=int)
+    index[order] = np.arange(len(order)) * bins // max(len(order), 1)
+    return index
+
+
 def expected_calibration_error(
     prob_up: np.ndarray, label: np.ndarray, bins: int = ECE_BINS
 ) -> float:
-    conf = confidence(prob_up)
-    correct = ((np.asarray(prob_up) > 0.5) == (np.asarray(label) == 1)).astype(float)
-    edges = np.linspace(0.5, 1.0, bins // 2 + 1)  # confidence lies in [0.5, 1]
-    index = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, len(edges) - 2)
-    ece = 0.0
-    for b in range(len(edges) - 1):
-        mask = index == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
-    return float(ece)
+    """Row-weighted |mean P(up) - share up| over equal-mass bins of P(up)."""
+    p = np.asarray(prob_up, dtype=float)
+    y = np.asarray(label, dtype=float)
+    if len(p) == 0:
+        return float("nan")
+    index = equal_mass_bins(p, bins)
+    counts = np.bincount(index, minlength=bins)
+    used = counts > 0
+    mean_p = np.bincount(index, weights=p, minlength=bins)[used] / counts[used]
+    mean_y = np.bincount(index, weights=y, minlength=bins)[used] / counts[used]
+    return float(np.sum(counts[used] / len(p) * np.abs(mean_p - mean_y)))
 
 
-def classification_metrics(prob_up: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    """Accuracy, balanced accuracy, log loss, Brier score, ECE and mean confidence."""
+def brier_decomposition(prob_up: np.ndarray, label: np.ndarray, bins: int = ECE_BINS) -> dict:
+    """Murphy's reliability, resolution and uncertainty over equal-mass bins of P(up)."""
+    p = np.asarray(prob_up, dtype=float)
+    y = np.asarray(label, dtype=float)
+    if len(p) == 0:
+        return {
+            "reliability": float("nan"),
+            "resolution": float("nan"),
+            "uncertainty": float("nan"),
+        }
+    index = equal_mass_bins(p, bins)
+    counts = np.bincount(index, minlength=bins)
+    used = counts > 0
+    weight = counts[used] / len(p)
+    mean_p = np.bincount(index, weights=p, minlength=bins)[used] / counts[used]
+    mean_y = np.bincount(index, weights=y, minlength=bins)[used] / counts[used]
+    base = y.mean()
+    return {
+        "reliability": float(np.sum(weight * (mean_p - mean_y) ** 2)),
+        "resolution": float(np.sum(weight * (mean_y - base) ** 2)),
+        "uncertainty": float(base * (1 - base)),
+    }
+
+
+def brier_skill_score(prob_up: np.ndarray, label: np.ndarray, climatology: float) -> float:
+    """1 - Brier / Brier of always forecasting ``climatology`` (a base rate known beforehand)."""
+    y = np.asarray(label, dtype=float)
+    reference = float(np.mean((climatology - y) ** 2))
+    if reference == 0:
+        return float("nan")
+    return float(1 - np.mean((np.asarray(prob_up, dtype=float) - y) ** 2) / reference)
+
+
+def classification_metrics(
+    prob_up: np.ndarray,
+    label: np.ndarray,
+    climatology: float | None = None,
+    bins: int = ECE_BINS,
+) -> dict[str, float]:
+    """Accuracy, balanced accuracy, log loss, Brier score and its decomposition, ECE (equal-mass
+    bins), mean confidence, the always-up accuracy of these rows (their share of up labels) and,
+    given a climatology base rate, the Brier skill score against it."""
     p = np.clip(np.asarray(prob_up, dtype=float), EPS, 1 - EPS)
     y = np.asarray(label, dtype=float)
     predicted = p > 0.5
@@ -47,10 +102,17 @@ def classification_metrics(prob_up: np.ndarray, label: np.ndarray) -> dict[str, 
         "balanced_accuracy": float(np.nanmean([recall_up, recall_down])),
         "log_loss": float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()),
         "brier": float(((p - y) ** 2).mean()),
-        "ece": expected_calibration_error(p, y),
+        "ece": expected_calibration_error(p, y, bins),
         "mean_confidence": float(confidence(p).mean()),
         "share_up": float(predicted.mean()),
         "rows": int(len(y)),
+        "always_up_accuracy": float(positives.mean()) if len(y) else float("nan"),
+        **brier_decomposition(p, y, bins),
+        **(
+            {"brier_skill": brier_skill_score(p, y, climatology), "climatology": float(climatology)}
+            if climatology is not None
+            else {}
+        ),
     }
 
 

@@ -18,7 +18,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from stage2_assets.ml.metrics import classification_metrics
+from stage2_assets.deployment.shadow import trailing_base_rate
+from stage2_assets.ml.metrics import brier_skill_score, classification_metrics
 from stage2_assets.ml.predictor import EnsemblePredictor
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.warehouse import Warehouse
@@ -98,6 +99,23 @@ def _arm_figures(rows: pd.DataFrame, cost_bps: float, samples: int, seed: int) -
         "sharpe": [float(np.quantile(sharpe, 0.025)), float(np.quantile(sharpe, 0.975))],
     }
     return out
+
+
+def _baselines(rows: pd.DataFrame, climatology: float) -> dict:
+    """Always up, and the climatology forecast (the base rate of up days known before the
+    replay), on exactly the arms' rows."""
+    label = rows["label"].to_numpy(dtype=float)
+    return {
+        "always_up": {
+            "accuracy": float(label.mean()),
+            "brier": float(np.mean((1 - label) ** 2)),
+        },
+        "climatology": {
+            "rate": climatology,
+            "accuracy": float(((climatology > 0.5) == (label == 1)).mean()),
+            "brier": float(np.mean((climatology - label) ** 2)),
+        },
+    }
 
 
 def _round(value):
@@ -206,6 +224,8 @@ def evaluate(
         "promote": int((comparisons["decision"] == "promote").sum()),
         "keep": int((comparisons["decision"] == "keep").sum()),
         "insufficient_data": int((comparisons["decision"] == "insufficient data").sum()),
+        "reject": int((comparisons["decision"] == "reject").sum()),
+        "inconclusive": int((comparisons["decision"] == "inconclusive").sum()),
         "rollback": sum(
             1
             for e in store.events()
@@ -240,6 +260,9 @@ def evaluate(
             predictor.predict(rows[mask])["prob_up"].to_numpy(), index=rows.index[mask]
         )
     rows["quarter"] = rows["date"].dt.to_period("Q").astype(str)
+    with warehouse.connect(read_only=True) as conn:
+        climatology = trailing_base_rate(conn, first_day.date())
+    report["baselines"] = _baselines(rows, climatology)
     scored: dict[str, pd.DataFrame] = {}
     for arm in ARMS:
         prob = pd.Series(np.nan, index=rows.index)
@@ -251,6 +274,9 @@ def evaluate(
         )
         scored[arm] = arm_rows
         figures = _arm_figures(arm_rows, cost_bps, bootstrap_samples, seed)
+        figures["brier_skill"] = brier_skill_score(
+            arm_rows["prob_up"], arm_rows["label"], climatology
+        )
         figures["by_quarter"] = {
             q: {k: v for k, v in _arm_figures(part, cost_bps, 200, seed).items() if k != "ci"}
             for q, part in arm_rows.groupby("quarter")

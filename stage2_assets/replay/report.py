@@ -41,6 +41,13 @@ def summary_lines(report: dict) -> list[str]:
             f"confidence {f['mean_confidence']:.4f}  ECE {f['ece']:.4f}  "
             f"Sharpe {f['sharpe']:.2f} [{sharpe[0]:.2f}, {sharpe[1]:.2f}]  max drawdown {f['max_drawdown']:.3f}"
         )
+    base = report.get("baselines")
+    if base:
+        lines.append(
+            f"{'always up':<15} accuracy {base['always_up']['accuracy']:.4f}  Brier "
+            f"{base['always_up']['brier']:.4f};  climatology ({base['climatology']['rate']:.3f} up) "
+            f"accuracy {base['climatology']['accuracy']:.4f}  Brier {base['climatology']['brier']:.4f}"
+        )
     lines.append(f"decisions: {report['decisions']}")
     return lines
 
@@ -70,6 +77,14 @@ def render_replay(report: dict, title: str) -> str:
                 "Sharpe 95% CI": f"[{f['ci']['sharpe'][0]:.2f}, {f['ci']['sharpe'][1]:.2f}]",
             }
             for a, f in arms.items()
+        ]
+        + [
+            {"arm": name, "accuracy": b["accuracy"], "brier": b["brier"]}
+            for name, b in (
+                ("always up (baseline)", report.get("baselines", {}).get("always_up")),
+                ("climatology (baseline)", report.get("baselines", {}).get("climatology")),
+            )
+            if b
         ]
     )
     quarters = pd.DataFrame(

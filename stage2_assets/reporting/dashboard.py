@@ -76,7 +76,11 @@ def _performance_chart(perf: pd.DataFrame) -> str:
         rows = rows.sort_values("as_of")
         top.plot(rows["as_of"], rows["accuracy"], marker="o", ms=3, label=version)
         bottom.plot(rows["as_of"], rows["ece"], marker="o", ms=3, label=version)
-    top.axhline(0.5, color="#9fb3c8", lw=1, ls="--")
+    if "always_up_accuracy" in perf and perf["always_up_accuracy"].notna().any():
+        always = perf.groupby("as_of")["always_up_accuracy"].first().sort_index()
+        top.plot(always.index, always, color="#9fb3c8", lw=1.2, ls="--", label="always up")
+    else:
+        top.axhline(0.5, color="#9fb3c8", lw=1, ls="--")
     top.set_ylabel("accuracy")
     bottom.set_ylabel("ECE (lower is better)")
     top.legend(fontsize=7, loc="best")
@@ -90,21 +94,25 @@ def _reliability_chart(perf: pd.DataFrame) -> str:
         return '<p class="none">no production performance yet</p>'
     last = production.iloc[-1]
     table = pd.DataFrame(json.loads(last["reliability"]))
+    if "mean_prob_up" not in table:  # a row stored before equal-mass bins of P(up)
+        return '<p class="none">the latest reliability table predates bins of P(up)</p>'
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot([0.5, 1], [0.5, 1], color="#9fb3c8", ls="--", label="perfect calibration")
-    ax.plot(table["mean_confidence"], table["accuracy"], marker="o", label=last["model_version"])
+    ax.plot([0, 1], [0, 1], color="#9fb3c8", ls="--", label="perfect calibration")
+    ax.plot(table["mean_prob_up"], table["share_up"], marker="o", label=last["model_version"])
     for row in table.itertuples():
         ax.annotate(
             str(row.rows),
-            (row.mean_confidence, row.accuracy),
+            (row.mean_prob_up, row.share_up),
             fontsize=7,
             xytext=(3, 3),
             textcoords="offset points",
         )
-    ax.set_xlabel("confidence (probability of the predicted direction)")
-    ax.set_ylabel("hit rate")
-    ax.set_xlim(0.5, 1)
-    ax.set_ylim(0, 1)
+    low = min(table["mean_prob_up"].min(), table["share_up"].min()) - 0.05
+    high = max(table["mean_prob_up"].max(), table["share_up"].max()) + 0.05
+    ax.set_xlabel("mean P(up) of the bin (equal-mass bins)")
+    ax.set_ylabel("share of up days")
+    ax.set_xlim(max(low, 0), min(high, 1))
+    ax.set_ylim(max(low, 0), min(high, 1))
     ax.legend(fontsize=7)
     ax.set_title(f"reliability, {str(last['as_of'])[:10]} (labels: rows)", fontsize=9)
     return _svg(fig)

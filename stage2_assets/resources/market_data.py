@@ -202,6 +202,9 @@ class SimulatedSource(MarketDataSource):
     start_date: str = "2019-01-02"
     regimes: list[RegimeConfig]
     warts: list[str] = []
+    market_share: float = 0.0
+    sector_share: float = 0.0
+    num_sectors: int = 1
 
     @property
     def kind(self) -> str:
@@ -223,6 +226,9 @@ class SimulatedSource(MarketDataSource):
                 for r in self.regimes
             ],
             warts=tuple(self.warts),
+            market_share=self.market_share,
+            sector_share=self.sector_share,
+            num_sectors=self.num_sectors,
         )
 
     def available_symbols(self) -> list[str]:
@@ -420,4 +426,7 @@ def source_from_settings(settings) -> MarketDataSource:
             for r in sim.regimes
         ],
         warts=list(sim.warts),
+        market_share=sim.market_share,
+        sector_share=sim.sector_share,
+        num_sectors=sim.num_sectors,
     )

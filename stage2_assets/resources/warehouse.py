@@ -19,6 +19,32 @@ from stage2_assets.errors import Stage2Error
 from stage2_assets.ml.features import FEATURE_COLUMNS
 
 FEATURE_SQL_COLUMNS = ",\n    ".join(f"{name} DOUBLE" for name in FEATURE_COLUMNS)
+# Columns added after a table first shipped: a store built before gains them on its next write.
+# Writers insert BY NAME, so the order of columns in an old or a new table does not matter.
+_ADDED = {
+    "shadow_comparisons": (
+        "metric VARCHAR",
+        "statistic DOUBLE",
+        "p_value DOUBLE",
+        "effect DOUBLE",
+        "lower_bound DOUBLE",
+        "upper_bound DOUBLE",
+        "mde DOUBLE",
+        "alpha DOUBLE",
+        "decided_on DATE",
+    ),
+    "degradation_log": ("recent_days INTEGER", "baseline_days INTEGER"),
+    "model_performance": (
+        "always_up_accuracy DOUBLE",
+        "climatology DOUBLE",
+        "brier_skill DOUBLE",
+    ),
+}
+ADDED_COLUMNS = "\n".join(
+    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column};"
+    for table, columns in _ADDED.items()
+    for column in columns
+)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS store_info (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -77,6 +103,7 @@ CREATE TABLE IF NOT EXISTS degradation_log (
     reason VARCHAR, run_id VARCHAR,
     PRIMARY KEY (model_version, as_of)
 );
+{ADDED_COLUMNS}
 """
 
 # Nothing may phone home: DuckDB would otherwise fetch extensions from its repository on demand.

@@ -1,13 +1,11 @@
-"""Paired comparison of a candidate with production on the same rows, and the promotion decision.
+"""Paired comparison of a candidate with production on the same rows: the gate's decision and the
+figures reported beside it.
 
-The decision rests on one primary test, McNemar's exact test on paired correctness, so the
-false-promotion rate of an identical candidate stays at or below the significance level; a
-candidate is promoted only when it is significantly better and its accuracy gain reaches the
-configured minimum. The secondary statistics (a paired t-test on per-day log-loss differences,
-its effect size, a day-block bootstrap interval for the accuracy difference, the per-day strategy
-returns) are reported and stored with the decision, which can be recomputed from the stored rows.
-
-Rows within one day share the market's move, so the bootstrap resamples whole days.
+The decision is the sequential, day-clustered test of ``gate.py`` on a proper score. Reported
+beside it, never deciding: the accuracy difference with a day-block bootstrap interval (whole days
+are resampled: the rows of one day share the market's move), McNemar's exact test on paired
+correctness, the mean log-loss gain and its per-day effect size, and the difference of the daily
+strategy returns. Everything is recomputable from the stored predictions.
 """
 
 from __future__ import annotations
@@ -18,7 +16,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-PROMOTE, KEEP, INSUFFICIENT = "promote", "keep", "insufficient data"
+from stage2_assets.stats.gate import (
+    INCONCLUSIVE,
+    INSUFFICIENT,
+    KEEP,
+    PROMOTE,
+    REJECT,
+    GateResult,
+    GateRule,
+    daily_gains,
+    evaluate_gate,
+)
+
+__all__ = ["INCONCLUSIVE", "INSUFFICIENT", "KEEP", "PROMOTE", "REJECT", "Comparison"]
+# A decision that ends the shadow: the candidate leaves it.
+FINAL_DECISIONS = (PROMOTE, REJECT, KEEP)
 _EPS = 1e-7
 
 
@@ -31,13 +43,14 @@ class Comparison:
     accuracy_diff: float
     ci: tuple[float, float]
     p_mcnemar: float
-    p_paired: float
+    p_paired: float  # the gate's one-sided fixed-sample p of its last look
     discordant: dict = field(default_factory=dict)
     logloss_diff: float = 0.0
     effect_size: float = 0.0
     strategy_return_diff: float = 0.0
     decision: str = INSUFFICIENT
     reason: str = ""
+    gate: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -79,31 +92,42 @@ def day_block_bootstrap_ci(
 
 def compare(
     paired: pd.DataFrame,
+    rule: GateRule,
     *,
-    significance_level: float,
-    min_improvement: float,
     min_samples: int,
     bootstrap_samples: int,
     seed: int = 0,
 ) -> Comparison:
-    """Compare on rows with ``date``, ``label``, ``fwd_return``, ``prob_candidate``, ``prob_production``.
+    """The gate's decision on rows with ``date``, ``label``, ``fwd_return``, ``prob_candidate``,
+    ``prob_production``, and the reported figures over the days the gate used.
 
-    Rows without an outcome are left out. Never raises on thin data: it decides ``insufficient data``.
+    Rows without an outcome are left out. Never raises on thin data: it decides
+    ``insufficient data``.
     """
     data = paired.dropna(subset=["label", "prob_candidate", "prob_production"])
-    rows, days = len(data), int(data["date"].nunique()) if len(data) else 0
-    if rows < min_samples or days < 2:
+    gate = evaluate_gate(data, rule)
+    if gate.days and gate.decision != INSUFFICIENT:
+        used = daily_gains(data, rule.metric)["date"].iloc[: gate.days]
+        data = data[pd.to_datetime(data["date"]).isin(used)]
+    rows = len(data)
+    if gate.decision != INSUFFICIENT and rows < min_samples:
+        gate.decision = INSUFFICIENT
+        gate.reason = (
+            f"{rows} paired rows with outcomes; ab_testing.min_samples asks for {min_samples}"
+        )
+    if rows == 0:
         return Comparison(
-            rows=rows,
-            days=days,
+            rows=0,
+            days=0,
             candidate_accuracy=float("nan"),
             production_accuracy=float("nan"),
             accuracy_diff=0.0,
             ci=(0.0, 0.0),
             p_mcnemar=1.0,
             p_paired=1.0,
-            decision=INSUFFICIENT,
-            reason=f"{rows} paired rows over {days} days with outcomes; at least {min_samples} rows on 2 days are needed",
+            decision=gate.decision,
+            reason=gate.reason,
+            gate=gate.to_dict(),
         )
     label = data["label"].to_numpy(dtype=float)
     cand_p = data["prob_candidate"].to_numpy(dtype=float)
@@ -112,15 +136,9 @@ def compare(
     prod_ok = (prod_p > 0.5) == (label == 1)
     p_mc, b, c = mcnemar_exact(cand_ok, prod_ok)
     day_codes = pd.factorize(pd.to_datetime(data["date"]))[0]
-
     loss_gain = _log_loss(prod_p, label) - _log_loss(cand_p, label)  # > 0: the candidate is better
     per_day_gain = pd.Series(loss_gain).groupby(day_codes).mean().to_numpy()
-    if per_day_gain.std(ddof=1) > 0:
-        p_paired = float(stats.ttest_1samp(per_day_gain, 0.0).pvalue)
-        effect = float(per_day_gain.mean() / per_day_gain.std(ddof=1))
-    else:
-        p_paired, effect = 1.0, 0.0
-
+    spread = per_day_gain.std(ddof=1) if len(per_day_gain) > 1 else 0.0
     fwd = data["fwd_return"].to_numpy(dtype=float)
     strategy = (
         pd.DataFrame(
@@ -133,58 +151,43 @@ def compare(
         .groupby("day")
         .mean()
     )
-
-    acc_diff = float(cand_ok.mean() - prod_ok.mean())
+    level = 0.95
     ci = day_block_bootstrap_ci(
         day_codes,
         cand_ok.astype(float) - prod_ok.astype(float),
-        1 - significance_level,
+        level,
         bootstrap_samples,
         seed,
     )
-    result = Comparison(
+    return Comparison(
         rows=rows,
-        days=days,
+        days=int(len(per_day_gain)),
         candidate_accuracy=float(cand_ok.mean()),
         production_accuracy=float(prod_ok.mean()),
-        accuracy_diff=acc_diff,
+        accuracy_diff=float(cand_ok.mean() - prod_ok.mean()),
         ci=ci,
         p_mcnemar=p_mc,
-        p_paired=p_paired,
+        p_paired=float(gate.p_value) if np.isfinite(gate.p_value) else 1.0,
         discordant={"candidate_only": b, "production_only": c},
         logloss_diff=float(loss_gain.mean()),
-        effect_size=effect,
+        effect_size=float(per_day_gain.mean() / spread) if spread > 0 else 0.0,
         strategy_return_diff=float((strategy["cand"] - strategy["prod"]).mean()),
+        decision=gate.decision,
+        reason=gate.reason,
+        gate=gate.to_dict(),
     )
-    if acc_diff > 0 and p_mc < significance_level and acc_diff >= min_improvement:
-        result.decision = PROMOTE
-        result.reason = (
-            f"candidate is {acc_diff:+.2%} more accurate on {rows} paired rows "
-            f"(McNemar p={p_mc:.4f} < {significance_level})"
-        )
-    elif acc_diff > 0 and p_mc < significance_level:
-        result.decision = KEEP
-        result.reason = f"significant (p={p_mc:.4f}) but the gain {acc_diff:+.2%} is below min_improvement {min_improvement:.2%}"
-    elif acc_diff == 0 and b == c:
-        result.decision = KEEP
-        result.reason = f"a tie: both right on the same share of {rows} rows"
-    else:
-        result.decision = KEEP
-        result.reason = (
-            f"not significantly better: accuracy {acc_diff:+.2%}, McNemar p={p_mc:.4f} >= {significance_level}"
-            if p_mc >= significance_level
-            else f"candidate is worse ({acc_diff:+.2%}, p={p_mc:.4f})"
-        )
-    return result
 
 
 def compare_under(paired: pd.DataFrame, ab, seed: int) -> Comparison:
     """``compare`` with the rule of the ``ab_testing`` settings."""
     return compare(
         paired,
-        significance_level=ab.significance_level,
-        min_improvement=ab.min_improvement,
+        GateRule.from_settings(ab),
         min_samples=ab.min_samples,
         bootstrap_samples=ab.bootstrap_samples,
         seed=seed,
     )
+
+
+def gate_result(comparison: Comparison) -> GateResult:
+    return GateResult(**comparison.gate)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from stage2_assets.ml.metrics import ECE_BINS, classification_metrics, confidence
+from stage2_assets.ml.metrics import ECE_BINS, classification_metrics, equal_mass_bins
 
 TRADING_DAYS = 252
 
@@ -49,32 +49,35 @@ def max_drawdown(daily: pd.Series) -> float:
     return float((1 - equity.to_numpy() / peak).max())
 
 
-def reliability_table(prob_up: np.ndarray, label: np.ndarray) -> list[dict]:
-    """Per confidence bucket: rows, mean confidence, hit rate (the reliability diagram's points)."""
-    conf = confidence(prob_up)
-    correct = (np.asarray(prob_up) > 0.5) == (np.asarray(label) == 1)
-    edges = np.linspace(0.5, 1.0, ECE_BINS // 2 + 1)
-    index = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, len(edges) - 2)
+def reliability_table(prob_up: np.ndarray, label: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+    """Per equal-mass bin of P(up): rows, mean P(up), share of up labels (the reliability
+    diagram's points; the same bins as the ECE)."""
+    p = np.asarray(prob_up, dtype=float)
+    y = np.asarray(label, dtype=float)
+    index = equal_mass_bins(p, bins)
     table = []
-    for b in range(len(edges) - 1):
+    for b in range(bins):
         mask = index == b
         if mask.any():
             table.append(
                 {
-                    "bucket": f"{edges[b]:.1f}-{edges[b + 1]:.1f}",
+                    "bucket": f"{p[mask].min():.3f}-{p[mask].max():.3f}",
                     "rows": int(mask.sum()),
-                    "mean_confidence": float(conf[mask].mean()),
-                    "accuracy": float(correct[mask].mean()),
+                    "mean_prob_up": float(p[mask].mean()),
+                    "share_up": float(y[mask].mean()),
                 }
             )
     return table
 
 
-def performance(rows: pd.DataFrame, cost_bps: float) -> dict:
-    """Everything model_performance stores for one model over one window of resolved rows."""
+def performance(rows: pd.DataFrame, cost_bps: float, climatology: float | None = None) -> dict:
+    """Everything model_performance stores for one model over one window of resolved rows;
+    ``climatology`` is the base rate of up days known before the window (for the skill score)."""
     if rows.empty:
         return {"rows": 0}
-    metrics = classification_metrics(rows["prob_up"].to_numpy(), rows["label"].to_numpy())
+    metrics = classification_metrics(
+        rows["prob_up"].to_numpy(), rows["label"].to_numpy(), climatology
+    )
     daily = strategy_returns(rows, cost_bps)
     return {
         **metrics,
@@ -86,16 +89,26 @@ def performance(rows: pd.DataFrame, cost_bps: float) -> dict:
     }
 
 
-def degradation_test(
-    recent_correct: np.ndarray, baseline_correct: np.ndarray
-) -> tuple[float, float]:
+def daily_accuracy(rows: pd.DataFrame) -> np.ndarray:
+    """Per day, the share of right calls (rows: date, prob_up, label), in date order."""
+    if rows.empty:
+        return np.array([])
+    right = (rows["prob_up"].to_numpy() > 0.5) == (rows["label"].to_numpy() == 1)
+    return pd.Series(right.astype(float)).groupby(rows["date"].to_numpy()).mean().to_numpy()
+
+
+def degradation_test(recent_days: np.ndarray, baseline_days: np.ndarray) -> tuple[float, float]:
     """(accuracy drop, one-sided p-value that recent accuracy is lower than the baseline's).
 
-    Fisher's exact test on the 2x2 table of right/wrong calls in the two windows.
+    Welch's t-test on the two windows' daily accuracies: the day is the unit of evidence, since
+    the calls of one day are right or wrong together when the market moves.
     """
-    r, b = np.asarray(recent_correct, dtype=bool), np.asarray(baseline_correct, dtype=bool)
-    if len(r) == 0 or len(b) == 0:
+    r = np.asarray(recent_days, dtype=float)
+    b = np.asarray(baseline_days, dtype=float)
+    if len(r) < 2 or len(b) < 2:
         return 0.0, 1.0
-    table = [[int(b.sum()), int((~b).sum())], [int(r.sum()), int((~r).sum())]]
-    p = float(stats.fisher_exact(table, alternative="greater").pvalue)
-    return float(b.mean() - r.mean()), p
+    drop = float(b.mean() - r.mean())
+    if r.std() == 0 and b.std() == 0:
+        return drop, 0.0 if drop > 0 else 1.0
+    p = float(stats.ttest_ind(b, r, equal_var=False, alternative="greater").pvalue)
+    return drop, p
