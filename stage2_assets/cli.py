@@ -40,6 +40,23 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _check_as_of(settings, day: dt.date | None) -> None:
+    """Refuse an as-of date no partition can hold, before anything is launched."""
+    if day is None:
+        return
+    today = dt.date.today()
+    first = settings.first_partition
+    if day > today:
+        raise Stage2Error(
+            f"--as-of {day} lies in the future; give a date from {first} to {today} (today)"
+        )
+    if day < first:
+        raise Stage2Error(
+            f"--as-of {day} lies before the first partition ({first}, first_partition in the "
+            f"config); give a date from {first} to {today}"
+        )
+
+
 def _report_run(result, job_name: str) -> int:
     for line in run_failures(result):
         print(f"stage2: {line}", file=sys.stderr)
@@ -52,11 +69,13 @@ def _report_run(result, job_name: str) -> int:
 
 
 def cmd_refresh(args, settings) -> int:
+    _check_as_of(settings, args.as_of)
     result = run_job(settings, "refresh_market_data", args.as_of, log_level=args.log_level)
     return _report_run(result, "refresh_market_data")
 
 
 def cmd_weekly(args, settings) -> int:
+    _check_as_of(settings, args.as_of)
     result = run_job(settings, "weekly_adaptation", args.as_of, log_level=args.log_level)
     code = _report_run(result, "weekly_adaptation")
     store = _store(settings)
@@ -65,6 +84,7 @@ def cmd_weekly(args, settings) -> int:
 
 
 def cmd_train(args, settings) -> int:
+    _check_as_of(settings, args.as_of)
     result = run_job(settings, "train_ensemble", args.as_of, log_level=args.log_level)
     code = _report_run(result, "train_ensemble")
     if code == 0:
@@ -122,6 +142,18 @@ def _pointer(settings, job: str, version: str, reason: str, log_level: str) -> i
     store = _store(settings)
     if version:
         store.version_path(validate_version(version))  # refuse before launching anything
+    if version and version == store.production():
+        store.append_event("noted", version, reason=f"{job}: already production; nothing moved")
+        print(f"{version} is already production; nothing moved (logged)")
+        return 0
+    if job == "rollback_production" and not version:
+        from stage2_assets.deployment.shadow import previous_production
+
+        if previous_production(store) is None:
+            raise Stage2Error(
+                "no previous production version to roll back to; name one "
+                "(`stage2 rollback VERSION`, see `stage2 versions`)"
+            )
     config = {
         "ops": {
             "production_pointer": {

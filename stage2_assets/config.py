@@ -274,7 +274,7 @@ class ABTesting(_Section):
         description="Minimum shadow: the first look of the sequential test comes after this many "
         "calendar days' worth of labelled trading days (5 per 7 days, at least 2).",
     )
-    max_shadow_duration: DurationDays = Field(
+    max_shadow_duration: Annotated[DurationDays, Field(le=366)] = Field(
         56,
         description="Maximum shadow: after this many calendar days' worth of labelled trading "
         "days an undecided candidate is kept out (decision keep, reason inconclusive).",

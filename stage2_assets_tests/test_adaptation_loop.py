@@ -171,10 +171,13 @@ def test_manual_rollback_and_promote_are_jobs_and_are_logged(loop, capsys):
         ("manual_promote", candidate, "manual override (stage2 promote)"),
     ]
     capsys.readouterr()
-    for bad in (["rollback", "../x"], ["promote", "v20990101-000000"], ["promote", candidate]):
-        assert main(["--config", config, *bad]) != 0
+    for bad in (["rollback", "../x"], ["promote", "v20990101-000000"]):
+        assert main(["--config", config, *bad]) == 2
         assert store.production() == candidate
     err = capsys.readouterr().err
+    assert main(["--config", config, "promote", candidate]) == 0  # already production: logged
+    assert store.production() == candidate and store.events()[-1]["event"] == "noted"
+    assert "already production" in capsys.readouterr().out
     assert (
         "'../x' is not a model version name" in err
         and "v20990101-000000 is not in the model store" in err

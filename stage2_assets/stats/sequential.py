@@ -20,7 +20,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy import optimize, special
+from scipy import optimize, signal, special
 
 _GRID_PER_SD = 16  # grid points per standard deviation of one look's increment
 _TAIL_SD = 9.0  # how far below zero the continuing density is followed
@@ -30,16 +30,38 @@ def _normal_pdf(x: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
 
 
-def _crossing(b: float, look: int, step: int, grid, density) -> float:
+def _crossing(b: float, look: int, step: int, grid, density, weights) -> float:
     """P(the score at ``look`` reaches b * sqrt(look), no earlier crossing).
 
-    ``density`` is the density on ``grid`` of the score at the previous look for the paths that
-    went on (None at the first look); the score moves by N(0, ``step``) between looks.
+    ``density`` is the density on ``grid`` (integration ``weights``) of the score at the previous
+    look for the paths that went on (None at the first look); the score moves by N(0, ``step``).
     """
     if density is None:
         return float(special.ndtr(-b))
     s_b = b * np.sqrt(look)
-    return float(np.trapezoid(density * special.ndtr((grid - s_b) / np.sqrt(step)), grid))
+    return float(np.sum(density * weights * special.ndtr((grid - s_b) / np.sqrt(step))))
+
+
+def _weights(grid: np.ndarray, upper: float, h: float) -> np.ndarray:
+    """Trapezoid weights on the lattice, the last cell stretched to the boundary itself."""
+    weights = np.full(len(grid), h)
+    weights[0] = h / 2
+    weights[-1] = h / 2 + max(upper - grid[-1], 0.0)
+    return weights
+
+
+def _propagate(density, grid, weights, index: np.ndarray, h: float, step: int) -> np.ndarray:
+    """Density on ``index * h`` after a N(0, step) move from ``density`` on ``grid`` (the same
+    lattice, integration ``weights``)."""
+    reach = int(np.ceil(_TAIL_SD * np.sqrt(step) / h))
+    kernel = _normal_pdf(np.arange(-reach, reach + 1) * h / np.sqrt(step)) / np.sqrt(step)
+    full = signal.fftconvolve(density * weights, kernel)
+    start = int(round(grid[0] / h)) - reach  # lattice index of full[0]
+    position = index - start
+    inside = (position >= 0) & (position < len(full))
+    out = np.zeros(len(index))
+    out[inside] = np.clip(full[position[inside]], 0.0, None)
+    return out
 
 
 def spent(alpha: float, rho: float, share: float) -> float:
@@ -61,7 +83,7 @@ def boundaries(alpha: float, max_looks: int, rho: float, first_look: int = 1) ->
     h = 1.0 / _GRID_PER_SD
     bounds: list[float] = []
     density = None  # density of the score S_k on ``grid`` for paths not yet stopped
-    grid = None
+    grid = weights = None
     previous_info = 0
     for look in range(first_look, max_looks + 1):
         target = spent(alpha, rho, look / max_looks) - spent(alpha, rho, (look - 1) / max_looks)
@@ -72,26 +94,26 @@ def boundaries(alpha: float, max_looks: int, rho: float, first_look: int = 1) ->
             np.inf
             if target <= 0
             else optimize.brentq(
-                lambda b, look=look, step=step, grid=grid, density=density, target=target: (
-                    _crossing(b, look, step, grid, density) - target
+                lambda b, look=look, step=step, g=grid, d=density, w=weights, target=target: (
+                    _crossing(b, look, step, g, d, w) - target
                 ),
                 -10.0,
                 40.0,
             )
         )
         bounds.append(float(bound))
-        # the density of paths that continue past this look: S_k below the boundary
+        # the density of paths that continue past this look: S_k below the boundary, on the
+        # lattice of multiples of h, so one look to the next is a discrete convolution (FFT)
         upper = bound * np.sqrt(look) if np.isfinite(bound) else _TAIL_SD * np.sqrt(look) + 10
-        lower = -_TAIL_SD * np.sqrt(look)
-        new_grid = np.arange(lower, upper + h / 2, h)
+        index = np.arange(
+            int(np.floor(-_TAIL_SD * np.sqrt(look) / h)), int(np.floor(upper / h)) + 1
+        )
         if density is None:
-            new_density = _normal_pdf(new_grid / np.sqrt(look)) / np.sqrt(look)
+            new_density = _normal_pdf(index * h / np.sqrt(look)) / np.sqrt(look)
         else:
-            kernel = _normal_pdf((new_grid[:, None] - grid[None, :]) / np.sqrt(step)) / np.sqrt(
-                step
-            )
-            new_density = np.trapezoid(kernel * density[None, :], grid, axis=1)
-        grid, density, previous_info = new_grid, new_density, look
+            new_density = _propagate(density, grid, weights, index, h, step)
+        grid, density, previous_info = index * h, new_density, look
+        weights = _weights(grid, upper, h)
     return tuple(bounds)
 
 
