@@ -266,9 +266,10 @@ def cmd_comparisons(args, settings) -> int:
                     "matches": same,
                 }
             listing.append(item)
+    code = 0 if all(i.get("recomputed", {}).get("matches", True) for i in listing) else 1
     if args.json:
         print(json.dumps(listing, indent=2))
-        return 0
+        return code
     for item in listing:
         check = ""
         if "recomputed" in item:
@@ -289,7 +290,7 @@ def cmd_comparisons(args, settings) -> int:
         )
     if not listing:
         print("no comparisons yet")
-    return 0 if all(i.get("recomputed", {}).get("matches", True) for i in listing) else 1
+    return code
 
 
 def cmd_gate(args, settings) -> int:
@@ -301,9 +302,14 @@ def cmd_gate(args, settings) -> int:
         print(json.dumps(verdicts, indent=2))
         return 0
     ab = settings.ab_testing
+    level = (
+        f"{ab.alpha:.5g} per comparison (set by ab_testing.significance_level, not the yearly budget)"
+        if ab.significance_level is not None
+        else f"{ab.alpha:.5g} per comparison (yearly budget {ab.false_promotion_budget:g} / 52)"
+    )
     print(
-        f"rule: one-sided level {ab.alpha:.5g} per comparison, {ab.metric} gain, first look after "
-        f"{ab.first_look} labelled days, last after {ab.max_looks}, min_improvement {ab.min_improvement:g}"
+        f"rule: one-sided level {level}, {ab.metric} gain, first look after {ab.first_look} "
+        f"labelled days, last after {ab.max_looks}, min_improvement {ab.min_improvement:g}"
     )
     for v in verdicts:
         name = f"comparison {v['comparison']}: " if v["comparison"] is not None else ""
@@ -319,9 +325,12 @@ def cmd_gate(args, settings) -> int:
 
 
 def _same_number(a, b) -> bool:
-    if a is None or b is None:
-        return a is b
-    return (a != a and b != b) or round(float(a), 9) == round(float(b), 9)
+    """Equal to 9 decimals; a missing figure (None, NaN) equals only another missing one."""
+    missing_a = a is None or a != a
+    missing_b = b is None or b != b
+    if missing_a or missing_b:
+        return missing_a and missing_b
+    return round(float(a), 9) == round(float(b), 9)
 
 
 def cmd_replay(args, settings) -> int:

@@ -36,7 +36,8 @@ def collect_status(settings: Settings) -> dict:
         source = stored_source(conn)
         quarantine = quarantine_rows(conn)
         comparison = conn.execute(
-            "SELECT * FROM shadow_comparisons ORDER BY decided_at DESC LIMIT 1"
+            "SELECT * FROM shadow_comparisons ORDER BY as_of DESC, "
+            "decision IN ('promote', 'reject', 'keep') DESC, decided_at DESC, candidate DESC LIMIT 1"
         ).df()
         performance = conn.execute(
             "SELECT * FROM model_performance QUALIFY row_number() OVER (PARTITION BY model_version ORDER BY as_of DESC) = 1"

@@ -87,11 +87,11 @@ def test_a_parquet_file_without_comparison_column_is_one_comparison(
             lambda f: f.assign(prob_candidate=f["prob_candidate"].astype(object)).pipe(
                 lambda g: g.assign(prob_candidate=["high"] + list(g["prob_candidate"][1:]))
             ),
-            "row 1, column prob_candidate: 'high' is not a number",
+            "row 1 (line 2), column prob_candidate: 'high' is not a number",
         ),
         (
             lambda f: f.assign(prob_production=[1.5] + list(f["prob_production"][1:])),
-            "row 1, column prob_production: '1.5' is a probability outside [0, 1]",
+            "row 1 (line 2), column prob_production: '1.5' is a probability outside [0, 1]",
         ),
         (
             lambda f: pd.concat([f, f.iloc[[7]]], ignore_index=True),
@@ -114,3 +114,22 @@ def test_a_bad_file_is_refused_with_its_column_or_row_named(
     assert code == 2 and out == ""
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_an_empty_file_a_folder_and_a_blank_comparison_are_refused(
+    write_settings, streams, tmp_path, capsys
+):
+    settings = write_settings()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert _gate(settings, empty, capsys)[:1] == (2,)
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    code, _, err = _gate(settings, folder, capsys)
+    assert code == 2 and "is not a file" in err
+    blank = streams.astype({"comparison": object})
+    blank.loc[3, "comparison"] = ""
+    path = tmp_path / "blank.csv"
+    blank.to_csv(path, index=False)
+    code, _, err = _gate(settings, path, capsys)
+    assert code == 2 and "row 4 (line 5), column comparison" in err and "is blank" in err

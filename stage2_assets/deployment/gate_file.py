@@ -28,8 +28,10 @@ class PredictionsFileError(Stage2Error):
 
 def read_paired_predictions(path: Path) -> pd.DataFrame:
     """Read and check a CSV or Parquet file of paired predictions; refuse it whole if it is bad."""
-    if not path.is_file():
+    if not path.exists():
         raise PredictionsFileError(f"predictions file {path} does not exist")
+    if not path.is_file():
+        raise PredictionsFileError(f"predictions file {path} is not a file")
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
@@ -40,6 +42,8 @@ def read_paired_predictions(path: Path) -> pd.DataFrame:
             raise PredictionsFileError(
                 f"predictions file {path}: give a .csv or a .parquet file, not {suffix or 'no suffix'}"
             )
+    except pd.errors.EmptyDataError:
+        raise PredictionsFileError(f"predictions file {path} is empty") from None
     except (duckdb.Error, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise PredictionsFileError(f"predictions file {path} cannot be read: {exc}") from None
     return check_paired_predictions(frame, str(path))
@@ -61,6 +65,9 @@ def check_paired_predictions(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     if frame.empty:
         raise PredictionsFileError(f"{name}: the file holds no rows")
     out = pd.DataFrame(index=frame.index)
+    if "comparison" in frame:
+        blank = frame["comparison"].isna() | (frame["comparison"].astype(str).str.strip() == "")
+        _refuse_first(blank, frame, "comparison", name, "is blank: name every row's comparison")
     out["comparison"] = frame["comparison"].astype(str) if "comparison" in frame else None
     out["symbol"] = frame["symbol"].astype(str)
     dates = pd.to_datetime(frame["date"].astype(str), errors="coerce", format="mixed")
@@ -94,9 +101,10 @@ def check_paired_predictions(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return out
 
 
-def _row_number(frame: pd.DataFrame, mask: pd.Series) -> int:
-    """The 1-based data row of the first flagged row (the header is line 1 of a CSV)."""
-    return int(frame.index.get_loc(mask[mask].index[0])) + 1
+def _row_number(frame: pd.DataFrame, mask: pd.Series) -> str:
+    """The first flagged row, counted from 1 after the header (in a CSV, line n + 1)."""
+    row = int(frame.index.get_loc(mask[mask].index[0])) + 1
+    return f"{row} (line {row + 1})"
 
 
 def _refuse_first(mask: pd.Series, frame: pd.DataFrame, column: str, name: str, what: str) -> None:

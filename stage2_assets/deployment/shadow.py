@@ -318,7 +318,8 @@ def paired_rows(
     end: dt.date,
     against: str | None = None,
 ) -> pd.DataFrame:
-    """The candidate's resolved rows in (start, end] beside production's on the same (symbol, date).
+    """The candidate's rows in (start, end] whose outcome was known by ``end``, beside production's
+    on the same (symbol, date): what a decision taken on ``end`` could see, and no more.
 
     ``against`` names one version; by default the rows are whatever production served that day.
     """
@@ -330,10 +331,11 @@ def paired_rows(
         FROM predictions c
         JOIN predictions p ON p.symbol = c.symbol AND p.date = c.date AND {other}
         WHERE c.model_version = ? AND c.date > ? AND c.date <= ? AND c.label IS NOT NULL
+          AND c.label_date <= ?
         QUALIFY row_number() OVER (PARTITION BY c.symbol, c.date ORDER BY p.logged_at DESC) = 1
         ORDER BY c.date, c.symbol
         """,
-        [against or candidate, candidate, start, end],
+        [against or candidate, candidate, start, end, end],
     ).df()
     rows["date"] = pd.to_datetime(rows["date"])
     return rows
