@@ -106,6 +106,7 @@ TINY = {
 
 
 def test_train_job_writes_a_complete_version_and_retrains_identically(write_settings, instance):
+    from stage2_assets.assets.training import REUSE_TAG
     from stage2_assets.definitions import build_definitions
     from stage2_assets.partitions import AS_OF_TAG, partition_key_for
     from stage2_assets.resources.model_store import ModelStore
@@ -118,11 +119,18 @@ def test_train_job_writes_a_complete_version_and_retrains_identically(write_sett
         instance=instance, partition_key=partition_key_for(CUTOFF), tags=tags
     )
     second = job.execute_in_process(
-        instance=instance, partition_key=partition_key_for(CUTOFF), tags=tags
+        instance=instance,
+        partition_key=partition_key_for(CUTOFF),
+        tags={**tags, REUSE_TAG: "false"},  # train anew: is it the same model?
     )
     assert first.success and second.success
     store = ModelStore(root=str(settings.models_path))
     v1, v2 = store.versions()
+    # a plain rerun of the week reuses its candidate: one version per cut-off and inputs
+    assert job.execute_in_process(
+        instance=instance, partition_key=partition_key_for(CUTOFF), tags=tags
+    ).success
+    assert store.versions() == [v1, v2]
     m1, m2 = store.metadata(v1), store.metadata(v2)
     assert m1["cutoff"] == "2025-06-27"
     assert m1["data_range"]["validation"][1] <= "2025-06-27"

@@ -16,7 +16,9 @@ from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.settings import Stage2Settings
 from stage2_assets.resources.warehouse import Warehouse
 
-# Set by `stage2 replay`: re-running a week reuses its candidate instead of adding a second one.
+# Re-running a week reuses its candidate (same cut-off, training data and hyperparameters) instead of
+# adding a second one: each week brings one candidate, the count the yearly error budget assumes.
+# A run tagged "false" trains anew (a determinism check).
 REUSE_TAG = "stage2/reuse_version"
 
 
@@ -61,9 +63,7 @@ def ensemble_vN(
         table = conn.execute("SELECT * FROM features WHERE date <= ?", [cutoff]).df()
     split = candidate_split(table, cutoff, settings.retraining, rule)
     reused = None
-    if (
-        context.run.tags.get(REUSE_TAG) == "true"
-    ):  # a resumed replay week: the same inputs give the same model
+    if context.run.tags.get(REUSE_TAG, "true") != "false":
         reused = find_same_candidate(
             model_store,
             cutoff,
