@@ -153,7 +153,7 @@ def power_table(rule: GateRule, streams: int, seed: int) -> list[dict]:
     return rows
 
 
-def pipeline_years(years: int, out: Path) -> dict:
+def pipeline_years(years: int, out: Path, first: int = 0) -> dict:
     """Seeded simulated years with one regime through `stage2 replay` (small, fast training:
     20 symbols, a 6-month window, 2 members, 4 epochs; the shipped gate settings)."""
     import os
@@ -162,7 +162,7 @@ def pipeline_years(years: int, out: Path) -> dict:
 
     promotions, weeks = 0, 0
     per_year = []
-    for year in range(years):
+    for year in range(first, first + years):
         folder = out / f"year{year}"
         folder.mkdir(parents=True, exist_ok=True)
         raw = {
@@ -229,7 +229,7 @@ def pipeline_years(years: int, out: Path) -> dict:
             }
         )
         print(
-            f"  pipeline year {year + 1}/{years}: production from {boot}, {compared} comparison "
+            f"  pipeline year {year + 1} (seed {1000 + year}): production from {boot}, {compared} comparison "
             f"looks, {len(moved)} promotions",
             flush=True,
         )
@@ -251,6 +251,12 @@ def main() -> int:
     parser.add_argument("--years", type=int, default=200, help="simulated years of candidates")
     parser.add_argument("--power-streams", type=int, default=300)
     parser.add_argument("--pipeline-years", type=int, default=0)
+    parser.add_argument(
+        "--pipeline-first-year",
+        type=int,
+        default=0,
+        help="start at this year (seed 1000 + it), to split the years over processes",
+    )
     parser.add_argument("--seed", type=int, default=20261128)
     parser.add_argument("--json-out")
     args = parser.parse_args()
@@ -314,7 +320,7 @@ def main() -> int:
 
         out = Path(tempfile.mkdtemp(prefix="stage2-gate-pipeline-"))
         print(f"\n(b) {args.pipeline_years} simulated years through stage2 replay in {out}")
-        report["pipeline"] = pipeline_years(args.pipeline_years, out)
+        report["pipeline"] = pipeline_years(args.pipeline_years, out, args.pipeline_first_year)
         p = report["pipeline"]
         print(
             f"pipeline: {p['promotions']} promotions in {p['weeks']} weeks; "
