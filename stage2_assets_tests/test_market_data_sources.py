@@ -330,3 +330,28 @@ def test_a_row_with_more_fields_than_the_header_is_refused_not_raised(tmp_path):
     assert result.bars == {}
     assert result.errors["RAGGED"].startswith("RAGGED:")
     assert result.errors["EXTRA"].startswith("EXTRA: EXTRA.csv cannot be parsed")
+
+
+def test_the_simulated_market_moves_together_by_its_configured_factor_share():
+    """Between-day share of the label variance: 2/pi * arcsin(rho) for a pairwise correlation rho
+    of the returns, which a market factor carrying 30% of the variance (no sector) puts at 0.19."""
+    import numpy as np
+
+    from stage2_assets.stats.streams import between_day_share
+
+    spec = MarketSpec(
+        seed=3,
+        num_symbols=60,
+        start_date=dt.date(2023, 1, 3),
+        regimes=[RegimeSpec(dt.date(2023, 1, 3), 0.0, 0.012, 0.0)],
+        market_share=0.3,
+    )
+    bars = simulate_bars(spec, spec.symbols, dt.date(2024, 12, 31)).sort_values(["symbol", "date"])
+    ret = np.log(bars["close"]).groupby(bars["symbol"]).diff()
+    up = (ret.dropna() > 0).astype(float)
+    share = between_day_share(up, bars.loc[up.index, "date"])
+    assert share == pytest.approx(2 / np.pi * np.arcsin(0.3), abs=0.04)
+    flat = MarketSpec(**{**spec.__dict__, "market_share": 0.0})
+    bars0 = simulate_bars(flat, flat.symbols, dt.date(2024, 12, 31)).sort_values(["symbol", "date"])
+    ret0 = np.log(bars0["close"]).groupby(bars0["symbol"]).diff().dropna()
+    assert between_day_share((ret0 > 0).astype(float), bars0.loc[ret0.index, "date"]) < 0.04
