@@ -122,7 +122,8 @@ def test_an_empty_file_a_folder_and_a_blank_comparison_are_refused(
     settings = write_settings()
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    assert _gate(settings, empty, capsys)[:1] == (2,)
+    code, _, err = _gate(settings, empty, capsys)
+    assert code == 2 and f"predictions file {empty} is empty" in err
     folder = tmp_path / "folder.csv"
     folder.mkdir()
     code, _, err = _gate(settings, folder, capsys)

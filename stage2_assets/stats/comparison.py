@@ -26,12 +26,12 @@ from stage2_assets.stats.gate import (
     GateRule,
     daily_gains,
     evaluate_gate,
+    row_scores,
 )
 
 __all__ = ["INCONCLUSIVE", "INSUFFICIENT", "KEEP", "PROMOTE", "REJECT", "Comparison"]
 # A decision that ends the shadow: the candidate leaves it.
 FINAL_DECISIONS = (PROMOTE, REJECT, KEEP)
-_EPS = 1e-7
 
 
 @dataclass
@@ -69,11 +69,6 @@ def mcnemar_exact(
     if b + c == 0:
         return 1.0, b, c
     return float(stats.binomtest(b, b + c, 0.5, alternative="two-sided").pvalue), b, c
-
-
-def _log_loss(prob: np.ndarray, label: np.ndarray) -> np.ndarray:
-    p = np.clip(prob, _EPS, 1 - _EPS)
-    return -(label * np.log(p) + (1 - label) * np.log(1 - p))
 
 
 def day_block_bootstrap_ci(
@@ -136,7 +131,9 @@ def compare(
     prod_ok = (prod_p > 0.5) == (label == 1)
     p_mc, b, c = mcnemar_exact(cand_ok, prod_ok)
     day_codes = pd.factorize(pd.to_datetime(data["date"]))[0]
-    loss_gain = _log_loss(prod_p, label) - _log_loss(cand_p, label)  # > 0: the candidate is better
+    loss_gain = row_scores(prod_p, label, "log_loss") - row_scores(
+        cand_p, label, "log_loss"
+    )  # > 0: the candidate is better
     per_day_gain = pd.Series(loss_gain).groupby(day_codes).mean().to_numpy()
     spread = per_day_gain.std(ddof=1) if len(per_day_gain) > 1 else 0.0
     fwd = data["fwd_return"].to_numpy(dtype=float)
