@@ -2,7 +2,10 @@
 
 Default: all of ../shared/market-data with the default training settings (2-year window, 5 members,
 up to 20 epochs, batch 128), weeks of 2019, in fresh temporary stores. Prints each week's time, the
-mean of the first and last 13 weeks (is the cost flat?), the total, peak RSS, and the arms.
+mean of the first and last 13 weeks (is the cost flat?), the total, peak RSS, and the arms; then where a
+week goes: per part (Dagster run set-up, refresh, gate, features, predictions, monitoring, training,
+comparison, pointer), the seconds per week in the first and last quarter, the total and the share.
+A part's time is its Dagster step's, from the run's event log; set-up is the rest of the run.
 
     python benchmarks/bench_replay.py [--config config/market-data.yaml] [--from 2019-01-05] [--to 2019-12-31]
 """
@@ -22,6 +25,54 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+PARTS = {
+    "raw_bars": "refresh",
+    "validated_bars": "gate",
+    "features": "features",
+    "predictions": "predictions",
+    "model_performance": "monitoring",
+    "ensemble_vN": "training",
+    "shadow_comparison": "comparison",
+    "production_pointer": "pointer",
+}
+
+
+def parts_table(log) -> list[dict]:
+    """Per recorded week: seconds per part, and the run's set-up (the run's time outside its steps)."""
+    weeks = []
+    for row in log.itertuples():
+        steps = json.loads(row.steps) if isinstance(row.steps, str) else {}
+        week = {part: 0.0 for part in ["set-up", *PARTS.values(), "other steps"]}
+        for step, seconds in steps.items():
+            week[PARTS.get(step, "other steps")] += seconds
+        week["set-up"] = max(row.seconds - sum(steps.values()), 0.0)
+        week["total"] = row.seconds
+        weeks.append(week)
+    return weeks
+
+
+def print_parts(log) -> None:
+    weeks = parts_table(log)
+    if not weeks:
+        return
+    quarter = max(len(weeks) // 4, 1)
+    total = sum(w["total"] for w in weeks)
+    print(f"\n{'part':<16} {'first q s/wk':>12} {'last q s/wk':>12} {'total s':>9} {'share':>7}")
+    for part in weeks[0]:
+        if part == "total":
+            continue
+        first = sum(w[part] for w in weeks[:quarter]) / quarter
+        last = sum(w[part] for w in weeks[-quarter:]) / quarter
+        whole = sum(w[part] for w in weeks)
+        if whole == 0 and part == "other steps":
+            continue
+        print(f"{part:<16} {first:>12.2f} {last:>12.2f} {whole:>9.1f} {whole / total:>7.1%}")
+    print(
+        f"{'week':<16} {sum(w['total'] for w in weeks[:quarter]) / quarter:>12.2f} "
+        f"{sum(w['total'] for w in weeks[-quarter:]) / quarter:>12.2f} {total:>9.1f} {1:>7.1%}"
+    )
 
 
 def main() -> int:
@@ -85,6 +136,7 @@ def main() -> int:
         f"last {quarter} weeks mean {sum(times[-quarter:]) / quarter:.1f} s"
     )
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print_parts(log)
     print("\n".join(summary_lines(report)))
     print(f"report in {out}")
     return 0

@@ -369,6 +369,12 @@ class Monitoring(_Section):
     transaction_cost_bps: float = Field(
         5.0, ge=0, description="Cost per unit turnover, basis points."
     )
+    book_fraction: float = Field(
+        0.2,
+        gt=0,
+        le=0.5,
+        description="The replay's dollar-neutral book: long the top and short the bottom fraction of symbols by P(up).",
+    )
     sensors_enabled: bool = Field(True, description="Start every sensor switched on.")
 
 

@@ -6,7 +6,13 @@ import json
 import pytest
 
 from stage2_assets.cli import main
+from stage2_assets.deployment.shadow import (
+    decided_candidates,
+    previous_production,
+    shadow_candidates,
+)
 from stage2_assets.errors import Stage2Error
+from stage2_assets.replay.evaluation import serving_rules
 from stage2_assets.replay.runner import replay_weeks
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.warehouse import Warehouse
@@ -38,8 +44,9 @@ REPLAY = {
 FROM, TO = "2024-04-01", "2024-08-30"
 
 
-def _setup(folder):
-    return make_project(folder, REPLAY)
+def _setup(folder, keep_versions: int):
+    retraining = {**REPLAY["retraining"], "keep_versions": keep_versions}
+    return make_project(folder, {**REPLAY, "retraining": retraining})
 
 
 def _replay(settings, folder, to=TO, name="replay"):
@@ -62,13 +69,14 @@ def _replay(settings, folder, to=TO, name="replay"):
 
 @pytest.fixture(scope="module")
 def replays(tmp_path_factory):
-    """One uninterrupted replay, and one cut short, with its last week lost mid-flight, then resumed."""
+    """One uninterrupted replay that keeps 100 versions, and one that keeps 2, cut short, with its
+    last week lost mid-flight, then resumed. Neither retention nor the resume may change a figure."""
     root = tmp_path_factory.mktemp("replay")
     mp = pytest.MonkeyPatch()
-    whole, home = _setup(root / "whole")
+    whole, home = _setup(root / "whole", keep_versions=100)
     mp.setenv("DAGSTER_HOME", str(home))
     assert _replay(whole, root / "whole") == 0
-    resumed, home = _setup(root / "resumed")
+    resumed, home = _setup(root / "resumed", keep_versions=2)
     mp.setenv("DAGSTER_HOME", str(home))
     assert _replay(resumed, root / "resumed", to="2024-06-01", name="partial") == 0
     with Warehouse(database=str(resumed.warehouse_path)).connect() as conn:
@@ -79,24 +87,53 @@ def replays(tmp_path_factory):
     return root, whole, resumed
 
 
-def test_resumed_replay_gives_the_same_result_bit_for_bit(replays):
-    root, _, _ = replays
+def test_resumed_replay_with_two_versions_kept_gives_the_same_result_bit_for_bit(replays):
+    """Every arm is scored from what was logged: pruning down to 2 versions changes nothing."""
+    root, whole, resumed = replays
+    kept = ModelStore(root=str(resumed.models_path))
+    assert len(kept.trained_cutoffs()) == 22  # one candidate a week...
+    assert len(kept.versions()) < 22  # ...most of them pruned since
+    assert any(e["event"] == "pruned" for e in kept.events())
     assert (root / "whole" / "replay.json").read_bytes() == (
         root / "resumed" / "replay.json"
     ).read_bytes()
     assert (root / "whole" / "replay.html").read_bytes() == (
         root / "resumed" / "replay.html"
     ).read_bytes()
+    report = json.loads((root / "resumed" / "replay.json").read_text())
+    assert report["unlogged_rows"] == {"adaptive": 0, "frozen": 0, "always_promote": 0}
+    # always_promote served candidates that are gone from the store by now
+    served = {v for _, v in serving_rules(kept)["always_promote"]}
+    assert len(served) == 22 and not served <= set(kept.versions())
+
+
+def test_retention_spares_production_its_rollback_target_and_every_candidate_in_shadow(replays):
+    _, _, resumed = replays
+    store = ModelStore(root=str(resumed.models_path))
+    warehouse = Warehouse(database=str(resumed.warehouse_path))
+    with warehouse.connect(read_only=True) as conn:
+        in_shadow = shadow_candidates(conn, store)
+    kept = set(store.versions())
+    assert store.production() in kept
+    assert set(store.production_history()) <= kept
+    assert previous_production(store) in kept | {None}
+    # the candidates of the last weeks are undecided yet, and all still on disk
+    cutoffs = store.trained_cutoffs()
+    newest = sorted(cutoffs, key=cutoffs.get)[-3:]
+    assert set(newest) <= kept
+    assert set(in_shadow) <= kept
+    pruned = {e["version"] for e in store.events() if e["event"] == "pruned"}
+    with warehouse.connect(read_only=True) as conn:
+        decided = decided_candidates(conn)
+    assert pruned and pruned <= decided  # only decided candidates were ever pruned
 
 
 def test_a_rerun_week_adds_no_version_and_no_duplicate_prediction(replays):
     _, whole, resumed = replays
-    cutoffs = [
-        ModelStore(root=str(s.models_path)).metadata(v)["cutoff"]
-        for s in (whole, resumed)
-        for v in ModelStore(root=str(s.models_path)).versions()
-    ]
-    assert len(cutoffs) == 2 * len(set(cutoffs))  # one version per cut-off in each store
+    for s in (whole, resumed):
+        store = ModelStore(root=str(s.models_path))
+        trained = [e["cutoff"] for e in store.events() if e["event"] == "trained"]
+        assert len(trained) == len(set(trained)) == 22  # one version per cut-off in each store
     counts = []
     for s in (whole, resumed):
         with Warehouse(database=str(s.warehouse_path)).connect(read_only=True) as conn:
@@ -122,12 +159,53 @@ def test_json_contract_and_figures(replays):
             "sharpe",
             "max_drawdown",
             "ci",
+            "ic",
+            "rank_ic",
+            "icir",
+            "turnover",
+            "beta",
+            "brier_skill",
         } <= set(arm)
-        assert set(arm["ci"]) == {"accuracy", "sharpe"}
+        assert {"accuracy", "sharpe"} <= set(arm["ci"])
         assert arm["ci"]["accuracy"][0] <= arm["accuracy"] <= arm["ci"]["accuracy"][1]
         assert arm["rows"] == report["rows"]  # every arm scored on the same rows
+        assert -1 < arm["rank_ic"] < 1 and arm["turnover"] > 0
+        assert {"ic", "rank_ic", "sharpe"} <= set(next(iter(arm["by_quarter"].values())))
     assert set(report["decisions"]) >= {"promote", "keep", "rollback"}
     assert report["regime_changes"][0]["change"] == "2024-05-01"
+    assert len(report["cumulative"]["dates"]) == report["arms"]["adaptive"]["days"]
+
+
+def test_always_up_is_scored_on_the_arms_rows_and_differences_are_paired(replays):
+    root, whole, _ = replays
+    report = json.loads((root / "whole" / "replay.json").read_text())
+    with Warehouse(database=str(whole.warehouse_path)).connect(read_only=True) as conn:
+        labels = conn.execute(
+            "SELECT label FROM features WHERE date >= ? AND date <= ? AND label_date <= ? AND label IS NOT NULL",
+            [report["period"]["from"], report["period"]["to"], report["period"]["to"]],
+        ).df()["label"]
+    up = report["baselines"]["always_up"]
+    # the arms' rows are the labelled rows of the days every arm had a model
+    assert report["rows"] <= len(labels)
+    assert 0.3 < up["accuracy"] < 0.7
+    assert up["brier"] == pytest.approx(1 - up["accuracy"])  # (1 - y)^2 is 1 on a down day
+    differences = report["differences"]
+    assert {"adaptive - frozen", "adaptive - always_promote", "adaptive - always_up"} <= set(
+        differences
+    )
+    for pair, arm in (("adaptive - always_up", "adaptive"), ("frozen - always_up", "frozen")):
+        figure = differences[pair]["accuracy"]
+        assert figure["estimate"] == pytest.approx(
+            report["arms"][arm]["accuracy"] - up["accuracy"], abs=1e-6
+        )
+        assert figure["ci"][0] <= figure["estimate"] <= figure["ci"][1]
+        assert figure["verdict"] in {"ahead", "behind", "no difference shown"}
+    paired = differences["adaptive - frozen"]["accuracy"]["estimate"]
+    assert paired == pytest.approx(
+        report["arms"]["adaptive"]["accuracy"] - report["arms"]["frozen"]["accuracy"], abs=1e-6
+    )
+    html = (root / "whole" / "replay.html").read_text()
+    assert "Paired differences" in html and "always up (baseline)" in html
 
 
 def test_the_regime_change_is_followed_by_the_promotion_of_a_fitted_model(replays):

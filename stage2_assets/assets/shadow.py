@@ -5,7 +5,7 @@ import pandas as pd
 
 from stage2_assets.assets.features import features
 from stage2_assets.assets.market_data import md_table
-from stage2_assets.assets.training import ensemble_vN
+from stage2_assets.assets.training import REPLAY_TAG, ensemble_vN
 from stage2_assets.deployment.shadow import (
     fill_outcomes,
     log_predictions,
@@ -35,7 +35,9 @@ def predictions(
     """
     as_of = as_of_date(context)
     with warehouse.connect() as conn:
-        roles = tracked_models(conn, model_store, as_of)
+        roles = tracked_models(
+            conn, model_store, as_of, replay=context.run.tags.get(REPLAY_TAG) == "true"
+        )
         added = log_predictions(conn, model_store, roles, as_of, context.run.run_id)
         filled = fill_outcomes(conn, as_of)
         (total, unresolved) = one(conn, "SELECT count(*), count(*) - count(label) FROM predictions")

@@ -5,6 +5,7 @@ import pandas as pd
 
 from stage2_assets.assets.features import features, require_features_rule
 from stage2_assets.assets.market_data import md_table
+from stage2_assets.deployment.shadow import arm_versions, shadow_candidates
 from stage2_assets.ml.candidate import (
     build_candidate,
     candidate_split,
@@ -20,6 +21,7 @@ from stage2_assets.resources.warehouse import Warehouse
 # adding a second one: each week brings one candidate, the count the yearly error budget assumes.
 # A run tagged "false" trains anew (a determinism check).
 REUSE_TAG = "stage2/reuse_version"
+REPLAY_TAG = "stage2/replay"  # a walk-forward replay's run: its reference arms are logged too
 
 
 def find_same_candidate(
@@ -78,7 +80,13 @@ def ensemble_vN(
         version = model_store.save_version(
             tensors, {**metadata, "dagster_run_id": context.run.run_id}
         )
-    removed = model_store.prune(settings.retraining.keep_versions)
+    with warehouse.connect(read_only=True) as conn:
+        in_shadow = shadow_candidates(conn, model_store)
+    replay = context.run.tags.get(REPLAY_TAG) == "true"
+    removed = model_store.prune(
+        settings.retraining.keep_versions,
+        protect=[*in_shadow, *arm_versions(model_store, cutoff, replay)],
+    )
     ensemble = metadata["metrics"]["ensemble"]
     baselines = metadata["metrics"]["baselines"]
     comparison = pd.DataFrame(

@@ -26,7 +26,7 @@ from stage2_assets.stats.comparison import (
 )
 from stage2_assets.stats.performance import daily_accuracy, degradation_test, performance
 
-PRODUCTION, SHADOW = "production", "shadow"
+PRODUCTION, SHADOW, LOGGED = "production", "shadow", "logged"
 # A model that starts being tracked late predicts at most this far back.
 MAX_BACKFILL_DAYS = 92
 # Days re-predicted before a model's last logged date, to catch late feature rows (insert-or-ignore).
@@ -74,25 +74,55 @@ def decided_candidates(conn: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def tracked_models(
-    conn: duckdb.DuckDBPyConnection, store: ModelStore, as_of: dt.date
+    conn: duckdb.DuckDBPyConnection, store: ModelStore, as_of: dt.date, replay: bool = False
 ) -> dict[str, str]:
     """{version: role} of every model that predicts as of this date.
 
     Production; every candidate trained before the as-of date and not yet decided; and the
     previous production version, kept in shadow so a degraded production can be rolled back to it.
+    Logged only (role ``logged``, never compared): the newest candidate, decided or not, which is
+    what retraining without a gate would serve (a replay's always_promote arm), and in a replay the
+    first production model (its frozen arm).
     """
     production = store.production()
     roles = {production: PRODUCTION} if production else {}
     decided = decided_candidates(conn)
-    for version in store.versions():
+    kept = store.versions()
+    cutoffs = {v: cutoff_of(store, v) for v in kept}
+    for version in kept:
         if version in roles or version in decided:
             continue
-        if cutoff_of(store, version) < as_of:
+        if cutoffs[version] < as_of:
             roles[version] = SHADOW
     previous = previous_production(store)
-    if previous and previous not in roles and previous in store.versions():
+    if previous and previous not in roles and previous in kept:
         roles[previous] = SHADOW
+    for version in arm_versions(store, as_of, replay, cutoffs):
+        roles.setdefault(version, LOGGED)
     return roles
+
+
+def arm_versions(
+    store: ModelStore, as_of: dt.date, replay: bool, cutoffs: dict[str, dt.date] | None = None
+) -> list[str]:
+    """Versions that must go on predicting for a replay's arms: the newest candidate with a
+    cut-off before ``as_of`` and, in a replay, the first production model. Pruning spares them."""
+    if cutoffs is None:
+        cutoffs = {v: cutoff_of(store, v) for v in store.versions()}
+    out = []
+    before = [(c, v) for v, c in cutoffs.items() if c < as_of]
+    if before:
+        out.append(max(before)[1])
+    history = store.production_history()
+    if replay and history and history[0] in cutoffs:
+        out.append(history[0])
+    return out
+
+
+def shadow_candidates(conn: duckdb.DuckDBPyConnection, store: ModelStore) -> list[str]:
+    """Kept versions not yet decided (in shadow now, or waiting for their first day)."""
+    decided = decided_candidates(conn)
+    return [v for v in store.versions() if v not in decided]
 
 
 def log_predictions(

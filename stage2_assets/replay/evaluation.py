@@ -1,14 +1,16 @@
 """Scoring a replay: the adaptive arm against static arms, on the same rows.
 
-Arms, each a rule for which stored version serves on a day:
+Arms, each a rule for which version serves on a day:
 - ``adaptive``: what the production pointer served (its moves, effective after each decision's as-of date);
 - ``frozen``: the first production model, never replaced;
 - ``always_promote``: the newest candidate, served from the day after its cut-off, without any test.
 
-Every arm is scored on exactly the same (symbol, date) rows: days on which all three have a model
-and the outcome is known by the replay's last as-of date. Predictions come from the stored versions
-(deterministic, tensors only) and the point-in-time features, so they equal what the arm would have
-logged live. Intervals resample whole days with a fixed seed: the report is reproducible bit for bit.
+Every arm is scored from the predictions logged during the replay (the ``predictions`` table: each
+version logs every day it could serve in some arm, see ``deployment.shadow.tracked_models``), on
+exactly the same (symbol, date) rows: days on which every arm's version logged a prediction and the
+outcome is known by the replay's last as-of date. The versions and their cut-offs come from the
+store's event log, so nothing depends on which versions retention left on disk. Intervals resample
+whole days with a fixed seed: the report is reproducible bit for bit.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import pandas as pd
 
 from stage2_assets.deployment.shadow import trailing_base_rate
 from stage2_assets.ml.metrics import brier_skill_score, classification_metrics
-from stage2_assets.ml.predictor import EnsemblePredictor
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.warehouse import Warehouse
-from stage2_assets.stats.performance import max_drawdown, sharpe_ratio, strategy_returns
+from stage2_assets.stats import evidence
 
 ARMS = ("adaptive", "frozen", "always_promote")
+BLOCK_DAYS = 5  # bootstrap blocks of a trading week: regimes persist across days
 POINTER_MOVES = ("promoted", "rolled_back", "manual_promote")
 
 
@@ -38,7 +40,7 @@ def serving_rules(store: ModelStore) -> dict[str, list[tuple[dt.date, str]]]:
     ]
     moves.sort(key=lambda m: m[0])
     candidates = sorted(
-        (dt.date.fromisoformat(store.metadata(v)["cutoff"]), v) for v in store.versions()
+        (dt.date.fromisoformat(cutoff), v) for v, cutoff in store.trained_cutoffs().items()
     )
     return {"adaptive": moves, "frozen": moves[:1], "always_promote": candidates}
 
@@ -56,9 +58,37 @@ def _serving(dates: pd.Series, rule: list[tuple[dt.date, str]]) -> pd.Series:
     )
 
 
-def _arm_figures(rows: pd.DataFrame, cost_bps: float, samples: int, seed: int) -> dict:
+def _logged(
+    warehouse: Warehouse, versions: list[str], first: dt.date, last: dt.date
+) -> pd.DataFrame:
+    """The logged P(up) of ``versions`` on the days from ``first`` to ``last``."""
+    columns = ["model_version", "symbol", "date", "prob_up"]
+    if not versions:
+        return pd.DataFrame(columns=columns)
+    marks = ", ".join("?" for _ in versions)
+    with warehouse.connect(read_only=True) as conn:
+        out = conn.execute(
+            f"SELECT {', '.join(columns)} FROM predictions WHERE model_version IN ({marks}) "
+            "AND date >= ? AND date <= ?",
+            [*versions, first, last],
+        ).df()
+    out["date"] = pd.to_datetime(out["date"]).astype("datetime64[ns]")
+    return out
+
+
+def _arm_figures(
+    rows: pd.DataFrame,
+    *,
+    cost_bps: float,
+    samples: int,
+    seed: int,
+    horizon: int,
+    fraction: float,
+    climatology: float,
+    block_days: int = BLOCK_DAYS,
+) -> tuple[dict, pd.DataFrame]:
+    """An arm's figures on its rows, and its day table (for the paired differences)."""
     metrics = classification_metrics(rows["prob_up"].to_numpy(), rows["label"].to_numpy())
-    daily = strategy_returns(rows, cost_bps)
     out = {
         k: metrics[k]
         for k in (
@@ -71,51 +101,91 @@ def _arm_figures(rows: pd.DataFrame, cost_bps: float, samples: int, seed: int) -
             "rows",
         )
     }
-    out.update(
-        {
-            "days": int(rows["date"].nunique()),
-            "sharpe": sharpe_ratio(daily),
-            "max_drawdown": max_drawdown(daily),
-        }
+    out["days"] = int(rows["date"].nunique())
+    out["brier_skill"] = brier_skill_score(rows["prob_up"], rows["label"], climatology)
+    book_daily = evidence.book(rows, fraction, cost_bps)
+    out.update(evidence.book_figures(book_daily, horizon))
+    out.update(evidence.ic_summary(evidence.daily_ic(rows)))
+    days = evidence.day_table(rows, climatology, book_daily)
+    alone = evidence.paired_difference(
+        days, None, horizon=horizon, samples=samples, seed=seed, block_days=block_days
     )
-    correct = ((rows["prob_up"] > 0.5) == (rows["label"] == 1)).astype(float)
-    per_day = pd.DataFrame(
-        {"hits": correct.groupby(rows["date"]).sum(), "n": correct.groupby(rows["date"]).size()}
-    )
-    per_day = per_day.join(daily.rename("ret"), how="left").fillna({"ret": 0.0})
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(per_day), size=(samples, len(per_day)))
-    hits, counts, rets = (
-        per_day["hits"].to_numpy(),
-        per_day["n"].to_numpy(),
-        per_day["ret"].to_numpy(),
-    )
-    acc = hits[picks].sum(axis=1) / counts[picks].sum(axis=1)
-    sampled = rets[picks]
+    # the Sharpe ratio's interval: the book's daily returns, resampled in the same day blocks
+    ret = book_daily["ret"].reindex(days.index).fillna(0.0).to_numpy()
+    picks = evidence.block_picks(len(ret), samples, block_days, seed)
+    sampled = ret[picks]
     sd = sampled.std(axis=1, ddof=1)
-    sharpe = np.where(sd > 0, np.sqrt(252) * sampled.mean(axis=1) / np.where(sd > 0, sd, 1), 0.0)
+    ratio = np.where(
+        sd > 0, np.sqrt(252 / horizon) * sampled.mean(axis=1) / np.where(sd > 0, sd, 1), 0.0
+    )
     out["ci"] = {
-        "accuracy": [float(np.quantile(acc, 0.025)), float(np.quantile(acc, 0.975))],
-        "sharpe": [float(np.quantile(sharpe, 0.025)), float(np.quantile(sharpe, 0.975))],
+        "accuracy": alone["accuracy"]["ci"],
+        "sharpe": [float(np.quantile(ratio, 0.025)), float(np.quantile(ratio, 0.975))],
+        "log_loss": alone["log_loss"]["ci"],
+        "brier_skill": alone["brier_skill"]["ci"],
     }
-    return out
+    return out, days
 
 
 def _baselines(rows: pd.DataFrame, climatology: float) -> dict:
     """Always up, and the climatology forecast (the base rate of up days known before the
     replay), on exactly the arms' rows."""
     label = rows["label"].to_numpy(dtype=float)
+    clim = classification_metrics(np.full(len(label), climatology), label, climatology)
     return {
         "always_up": {
             "accuracy": float(label.mean()),
             "brier": float(np.mean((1 - label) ** 2)),
+            "brier_skill": brier_skill_score(np.ones(len(label)), label, climatology),
         },
         "climatology": {
             "rate": climatology,
             "accuracy": float(((climatology > 0.5) == (label == 1)).mean()),
             "brier": float(np.mean((climatology - label) ** 2)),
+            "log_loss": clim["log_loss"],
+            "brier_skill": 0.0,
         },
     }
+
+
+def _differences(days: dict[str, pd.DataFrame], *, horizon: int, samples: int, seed: int) -> dict:
+    """Paired differences with block-bootstrap intervals: adaptive against each other arm, and
+    every arm against always-up (accuracy, Brier skill: always-up's log loss is infinite and it
+    holds no book) and against climatology (log loss, Brier skill)."""
+    out: dict = {}
+    for pair, a, b, metrics in [
+        ("adaptive - frozen", "adaptive", "frozen", None),
+        ("adaptive - always_promote", "adaptive", "always_promote", None),
+        ("always_promote - frozen", "always_promote", "frozen", None),
+        *[(f"{arm} - always_up", arm, "always_up", ("accuracy", "brier_skill")) for arm in ARMS],
+        *[
+            (f"{arm} - climatology", arm, "climatology", ("log_loss", "brier_skill"))
+            for arm in ARMS
+        ],
+    ]:
+        kwargs = {"metrics": metrics} if metrics else {}
+        figures = evidence.paired_difference(
+            days[a], days[b], horizon=horizon, samples=samples, seed=seed, **kwargs
+        )
+        out[pair] = {
+            metric: {**f, "verdict": evidence.verdict(metric, f["ci"])}
+            for metric, f in figures.items()
+        }
+    return out
+
+
+def _cumulative(days: dict[str, pd.DataFrame], horizon: int) -> dict:
+    """Per arm and day: accuracy so far, and the book's compounded return so far (each day's
+    book earns 1/h of its h-day return): the report's charts."""
+    first = days["adaptive"]
+    out: dict = {"dates": [str(d.date()) for d in pd.to_datetime(first.index)]}
+    for arm in ARMS:
+        d = days[arm]
+        out[arm] = {
+            "accuracy": (d["hits"].cumsum() / d["n"].cumsum()).tolist(),
+            "return": (np.cumprod(1 + d["ret"].to_numpy() / horizon) - 1).tolist(),
+        }
+    return out
 
 
 def _round(value):
@@ -194,6 +264,8 @@ def evaluate(
     seed: int = 0,
     regime_starts: list[dt.date] | None = None,
     data_window_days: int | None = None,
+    horizon: int = 1,
+    book_fraction: float = 0.2,
 ) -> dict:
     """The replay report's figures (``--json-out``): plain, rounded, reproducible.
 
@@ -214,12 +286,25 @@ def evaluate(
             "SELECT candidate, as_of, decision FROM shadow_comparisons WHERE as_of >= ? AND as_of <= ? ORDER BY as_of",
             [first_day.date(), last_as_of.date()],
         ).df()
-    rows["date"] = pd.to_datetime(rows["date"])
+    rows["date"] = pd.to_datetime(rows["date"]).astype("datetime64[ns]")
     rules = serving_rules(store)
     for arm in ARMS:
         rows[arm] = _serving(rows["date"], rules[arm])
     rows = rows.dropna(subset=list(ARMS)).reset_index(drop=True)
-    cutoffs = {v: store.metadata(v)["cutoff"] for v in store.versions()}
+    served = sorted(set(rows[list(ARMS)].to_numpy().ravel())) if len(rows) else []
+    logged = _logged(warehouse, served, first_day.date(), last_as_of.date())
+    unlogged = {}
+    for arm in ARMS:
+        prob = rows[["symbol", "date", arm]].merge(
+            logged,
+            how="left",
+            left_on=["symbol", "date", arm],
+            right_on=["symbol", "date", "model_version"],
+        )["prob_up"]
+        rows[f"prob_{arm}"] = prob.to_numpy()
+        unlogged[arm] = int(prob.isna().sum())
+    rows = rows.dropna(subset=[f"prob_{arm}" for arm in ARMS]).reset_index(drop=True)
+    cutoffs = store.trained_cutoffs()
     decisions = {
         "promote": int((comparisons["decision"] == "promote").sum()),
         "keep": int((comparisons["decision"] == "keep").sum()),
@@ -241,6 +326,9 @@ def evaluate(
         ],
         "period": {"from": first_day.date().isoformat(), "to": last_as_of.date().isoformat()},
         "rows": int(len(rows)),
+        # rows dropped because an arm's version had logged no prediction for them (0 when the
+        # log is complete)
+        "unlogged_rows": unlogged,
         "decisions": decisions,
         "arms": {},
         "production_timeline": [
@@ -252,33 +340,27 @@ def evaluate(
             "no day had a model in every arm yet: the first production model came too late in the range"
         )
         return _round(report)
-    predicted: dict[str, pd.Series] = {}
-    for version in sorted(set(rows[list(ARMS)].to_numpy().ravel())):
-        mask = (rows[list(ARMS)] == version).any(axis=1)
-        predictor = EnsemblePredictor(*store.load(version))
-        predicted[version] = pd.Series(
-            predictor.predict(rows[mask])["prob_up"].to_numpy(), index=rows.index[mask]
-        )
     rows["quarter"] = rows["date"].dt.to_period("Q").astype(str)
     with warehouse.connect(read_only=True) as conn:
         climatology = trailing_base_rate(conn, first_day.date())
     report["baselines"] = _baselines(rows, climatology)
     scored: dict[str, pd.DataFrame] = {}
+    days: dict[str, pd.DataFrame] = {}
+    common = dict(
+        cost_bps=cost_bps, horizon=horizon, fraction=book_fraction, climatology=climatology
+    )
     for arm in ARMS:
-        prob = pd.Series(np.nan, index=rows.index)
-        for version, values in predicted.items():
-            serve = rows[arm] == version
-            prob[serve] = values[serve[serve].index]
         arm_rows = rows[["symbol", "date", "label", "fwd_return", "quarter"]].assign(
-            prob_up=prob.to_numpy()
+            prob_up=rows[f"prob_{arm}"].to_numpy()
         )
         scored[arm] = arm_rows
-        figures = _arm_figures(arm_rows, cost_bps, bootstrap_samples, seed)
-        figures["brier_skill"] = brier_skill_score(
-            arm_rows["prob_up"], arm_rows["label"], climatology
-        )
+        figures, days[arm] = _arm_figures(arm_rows, samples=bootstrap_samples, seed=seed, **common)
         figures["by_quarter"] = {
-            q: {k: v for k, v in _arm_figures(part, cost_bps, 200, seed).items() if k != "ci"}
+            q: {
+                k: v
+                for k, v in _arm_figures(part, samples=200, seed=seed, **common)[0].items()
+                if k != "ci"
+            }
             for q, part in arm_rows.groupby("quarter")
         }
         figures["weekly_accuracy"] = {
@@ -286,6 +368,14 @@ def evaluate(
             for week, part in arm_rows.groupby(arm_rows["date"].dt.to_period("W-SAT").dt.start_time)
         }
         report["arms"][arm] = figures
+    for name, prob in (("always_up", 1.0), ("climatology", climatology)):
+        days[name] = evidence.day_table(
+            rows[["date", "label"]].assign(prob_up=prob), climatology, None
+        )
+    report["differences"] = _differences(
+        days, horizon=horizon, samples=bootstrap_samples, seed=seed
+    )
+    report["cumulative"] = _cumulative(days, horizon)
     report["long_term"] = {
         arm: {
             "mean_confidence": f["mean_confidence"],

@@ -16,19 +16,69 @@ LABELS = {
 }
 
 
+def _marks(ax, report: dict, regime_changes: list[dict]) -> None:
+    for change in regime_changes:
+        ax.axvline(pd.Timestamp(change["change"]), color="#c62828", ls=":", lw=1)
+    for move in report.get("production_timeline", []):
+        ax.axvline(pd.Timestamp(move["after"]), color="#2e7d32", ls="-", lw=0.6, alpha=0.5)
+
+
 def _weekly_chart(report: dict, regime_changes: list[dict]) -> str:
     fig, ax = plt.subplots(figsize=(8, 3.2))
     for arm, figures in report["arms"].items():
         series = pd.Series(figures["weekly_accuracy"])
         series.index = pd.to_datetime(series.index)
         ax.plot(series.index, series.rolling(4, min_periods=1).mean(), label=LABELS[arm])
-    for change in regime_changes:
-        ax.axvline(pd.Timestamp(change["change"]), color="#c62828", ls=":", lw=1)
+    _marks(ax, report, regime_changes)
     ax.axhline(0.5, color="#9fb3c8", ls="--", lw=1)
     ax.set_ylabel("accuracy (4-week mean)")
     ax.legend(fontsize=7)
     fig.autofmt_xdate()
     return _svg(fig)
+
+
+def _cumulative_chart(report: dict, regime_changes: list[dict]) -> str:
+    cumulative = report["cumulative"]
+    dates = pd.to_datetime(cumulative["dates"])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5.2), sharex=True)
+    for arm in report["arms"]:
+        top.plot(dates, cumulative[arm]["accuracy"], label=LABELS[arm])
+        bottom.plot(dates, cumulative[arm]["return"], label=LABELS[arm])
+    up = report.get("baselines", {}).get("always_up", {}).get("accuracy")
+    if up is not None:
+        top.axhline(up, color="#6b7b8c", ls="--", lw=1, label="always up (whole replay)")
+    for ax in (top, bottom):
+        _marks(ax, report, regime_changes)
+    top.set_ylabel("accuracy so far")
+    bottom.set_ylabel("book return so far")
+    bottom.axhline(0.0, color="#9fb3c8", ls="--", lw=1)
+    top.legend(fontsize=7)
+    fig.autofmt_xdate()
+    return _svg(fig)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(ci, digits: int = 4) -> str:
+    return "" if not ci else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def differences_table(report: dict) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "pair": pair,
+                "metric": metric,
+                "estimate": _fmt(f["estimate"], 5),
+                "95% CI": _ci(f["ci"], 5),
+                "reading": f["verdict"],
+            }
+            for pair, metrics in report.get("differences", {}).items()
+            for metric, f in metrics.items()
+        ]
+    )
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -39,7 +89,8 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(
             f"{arm:<15} accuracy {f['accuracy']:.4f} [{acc[0]:.4f}, {acc[1]:.4f}]  "
             f"confidence {f['mean_confidence']:.4f}  ECE {f['ece']:.4f}  "
-            f"Sharpe {f['sharpe']:.2f} [{sharpe[0]:.2f}, {sharpe[1]:.2f}]  max drawdown {f['max_drawdown']:.3f}"
+            f"Sharpe {_fmt(f['sharpe'], 2)} [{sharpe[0]:.2f}, {sharpe[1]:.2f}]  max drawdown {f['max_drawdown']:.3f}  "
+            f"IC {_fmt(f.get('ic'))}  rank IC {_fmt(f.get('rank_ic'))}  ICIR {_fmt(f.get('icir'), 3)}"
         )
     base = report.get("baselines")
     if base:
@@ -48,6 +99,15 @@ def summary_lines(report: dict) -> list[str]:
             f"{base['always_up']['brier']:.4f};  climatology ({base['climatology']['rate']:.3f} up) "
             f"accuracy {base['climatology']['accuracy']:.4f}  Brier {base['climatology']['brier']:.4f}"
         )
+    for pair in ("adaptive - frozen", "adaptive - always_promote", "adaptive - always_up"):
+        figures = report.get("differences", {}).get(pair)
+        if figures:
+            parts = [
+                f"{m} {f['estimate']:+.4f} {_ci(f['ci'])} {f['verdict']}"
+                for m, f in figures.items()
+                if f["estimate"] is not None
+            ]
+            lines.append(f"{pair:<26} " + "; ".join(parts))
     lines.append(f"decisions: {report['decisions']}")
     return lines
 
@@ -58,38 +118,47 @@ def replay_title(report: dict) -> str:
 
 def render_replay(report: dict, title: str) -> str:
     arms = report.get("arms", {})
+    columns = (
+        "accuracy",
+        "log_loss",
+        "brier_skill",
+        "ece",
+        "ic",
+        "rank_ic",
+        "icir",
+        "sharpe",
+        "max_drawdown",
+        "turnover",
+        "beta",
+    )
+    base = report.get("baselines", {})
     summary = pd.DataFrame(
         [
             {
                 "arm": LABELS[a],
-                **{
-                    k: f[k]
-                    for k in (
-                        "accuracy",
-                        "balanced_accuracy",
-                        "mean_confidence",
-                        "ece",
-                        "sharpe",
-                        "max_drawdown",
-                    )
-                },
-                "accuracy 95% CI": f"[{f['ci']['accuracy'][0]:.4f}, {f['ci']['accuracy'][1]:.4f}]",
-                "Sharpe 95% CI": f"[{f['ci']['sharpe'][0]:.2f}, {f['ci']['sharpe'][1]:.2f}]",
+                **{k: f.get(k) for k in columns},
+                "accuracy 95% CI": _ci(f["ci"]["accuracy"]),
+                "Sharpe 95% CI": _ci(f["ci"]["sharpe"], 2),
             }
             for a, f in arms.items()
         ]
         + [
-            {"arm": name, "accuracy": b["accuracy"], "brier": b["brier"]}
+            {"arm": name, **{k: b.get(k) for k in ("accuracy", "log_loss", "brier_skill")}}
             for name, b in (
-                ("always up (baseline)", report.get("baselines", {}).get("always_up")),
-                ("climatology (baseline)", report.get("baselines", {}).get("climatology")),
+                ("always up (baseline)", base.get("always_up")),
+                ("climatology (baseline)", base.get("climatology")),
             )
             if b
         ]
     )
     quarters = pd.DataFrame(
         [
-            {"quarter": q, **{LABELS[a]: arms[a]["by_quarter"][q]["accuracy"] for a in arms}}
+            {
+                "quarter": q,
+                **{f"{a} accuracy": arms[a]["by_quarter"][q]["accuracy"] for a in arms},
+                **{f"{a} rank IC": arms[a]["by_quarter"][q].get("rank_ic") for a in arms},
+                **{f"{a} Sharpe": arms[a]["by_quarter"][q].get("sharpe") for a in arms},
+            }
             for q in (next(iter(arms.values()))["by_quarter"] if arms else {})
         ]
     )
@@ -100,13 +169,26 @@ def render_replay(report: dict, title: str) -> str:
     decisions = pd.DataFrame([report["decisions"]])
     failed = pd.DataFrame(report["weeks_failed"])
     chart = _weekly_chart(report, changes) if arms else '<p class="none">no scored rows</p>'
+    cumulative = (
+        _cumulative_chart(report, changes)
+        if report.get("cumulative")
+        else '<p class="none">no scored rows</p>'
+    )
+    differences = differences_table(report)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>
 <p class="meta">{report["weeks"]} weeks, {report["period"]["from"]} .. {report["period"]["to"]}; every arm scored on the same
-{report["rows"]} (symbol, day) rows. Intervals: day-block bootstrap, 95%.</p>
+{report["rows"]} (symbol, day) rows. Intervals: bootstrap of 5-day blocks, 95%.</p>
 <h2>Arms over the whole replay</h2>{_table(summary)}
-<h2>Accuracy over time</h2><div class="chart">{chart}</div>
-<h2>By quarter (accuracy)</h2>{_table(quarters)}
+<p class="meta">Every arm is scored from the predictions it logged. The book: long the top and short the bottom
+fraction of symbols by P(up), dollar-neutral, costs on turnover; Sharpe annualized for the label horizon;
+beta to the equal-weight market. IC and rank IC: per day across symbols, their mean; ICIR = mean / std.</p>
+<h2>Paired differences (same rows, 5-day block bootstrap, 95%)</h2>{_table(differences)}
+<p class="meta">"ahead" or "behind" only where the interval of the difference excludes 0; log loss: lower is better.</p>
+<h2>Over time</h2><div class="chart">{cumulative}</div>
+<p class="meta">Red dotted: regime changes. Green: production moves (promotions, rollbacks).</p>
+<div class="chart">{chart}</div>
+<h2>By quarter</h2>{_table(quarters)}
 <h2>Long-term: static vs adaptive</h2>{_table(long_term)}
 <p class="meta">Accuracy retention = last quarter's accuracy / first quarter's.</p>
 <h2>Decisions</h2>{_table(decisions)}

@@ -10,13 +10,14 @@ bars and predictions are not duplicated, and the week's candidate is reused, not
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from stage2_assets.assets.training import REUSE_TAG
+from stage2_assets.assets.training import REPLAY_TAG, REUSE_TAG
 from stage2_assets.errors import Stage2Error
 from stage2_assets.launch import run_failures, run_job
 from stage2_assets.partitions import partition_key_for, week_window
@@ -25,8 +26,22 @@ from stage2_assets.resources.warehouse import Warehouse
 REPLAY_LOG = """
 CREATE TABLE IF NOT EXISTS replay_log (
     week VARCHAR PRIMARY KEY, as_of DATE, status VARCHAR, run_id VARCHAR, seconds DOUBLE, reason VARCHAR
-)
+);
+ALTER TABLE replay_log ADD COLUMN IF NOT EXISTS steps VARCHAR;
 """
+
+
+def step_seconds(run_id: str) -> dict[str, float]:
+    """{step: seconds} of a finished run, from the instance's event log (a step's start to end)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        stats = instance.get_run_step_stats(run_id)
+    return {
+        s.step_key: round(s.end_time - s.start_time, 3)
+        for s in stats
+        if s.start_time is not None and s.end_time is not None
+    }
 
 
 def _first_and_last_day(path: Path) -> tuple[dt.date, dt.date] | None:
@@ -115,7 +130,7 @@ def run_replay(
             settings,
             "weekly_adaptation",
             as_of,
-            extra_tags={REUSE_TAG: "true", "stage2/replay": "true"},
+            extra_tags={REUSE_TAG: "true", REPLAY_TAG: "true"},
             log_level=log_level,
         )
         seconds = time.perf_counter() - started
@@ -125,11 +140,21 @@ def run_replay(
         reason = "; ".join(
             problems
         )  # for a done week, a failed non-blocking check (degradation) is kept as a note
+        steps = step_seconds(result.run_id)
         with warehouse.connect() as conn:
             conn.execute(REPLAY_LOG)
             conn.execute(
-                "INSERT OR REPLACE INTO replay_log VALUES (?, ?, ?, ?, ?, ?)",
-                [key, as_of, status, result.run_id, seconds, reason[:2000] or None],
+                "INSERT OR REPLACE INTO replay_log (week, as_of, status, run_id, seconds, reason, steps) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    key,
+                    as_of,
+                    status,
+                    result.run_id,
+                    seconds,
+                    reason[:2000] or None,
+                    json.dumps(steps),
+                ],
             )
         if on_week:
             on_week(key, as_of, status, seconds)
@@ -158,4 +183,6 @@ def replay_report(settings, log: pd.DataFrame, start: dt.date, end: dt.date) -> 
         seed=0,
         regime_starts=regime_starts(settings),
         data_window_days=settings.retraining.data_window,
+        horizon=settings.label_rule.horizon_days,
+        book_fraction=settings.monitoring.book_fraction,
     )

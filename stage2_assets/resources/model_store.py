@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
@@ -115,7 +116,15 @@ class ModelStore(dg.ConfigurableResource):
                     f"could not write a new version in {self.versions_dir}: {exc}; the store is unchanged"
                 ) from exc
             raise
-        self.append_event("trained", name, reason=metadata.get("reason", "weekly retraining"))
+        # the cut-off and label rule travel in the event log too: a replay's arms are built from the
+        # log, so a version pruned later still counts where it would have served
+        self.append_event(
+            "trained",
+            name,
+            reason=metadata.get("reason", "weekly retraining"),
+            cutoff=metadata.get("cutoff"),
+            label_rule=metadata.get("label_rule"),
+        )
         return name
 
     def sweep_leftovers(self) -> list[str]:
@@ -242,9 +251,22 @@ class ModelStore(dg.ConfigurableResource):
                 seen.append(event["version"])
         return seen
 
-    def prune(self, keep: int) -> list[str]:
-        """Delete all but the newest ``keep`` versions, sparing every version production used."""
-        protected = set(self.production_history()) | {self.production()}
+    def trained_cutoffs(self) -> dict[str, str]:
+        """{version: cut-off} of every version this store ever trained, pruned ones included (from
+        the event log; a version from before cut-offs were logged: from its metadata, if kept)."""
+        out: dict[str, str] = {}
+        for event in self.events():
+            if event["event"] == "trained" and event.get("version"):
+                out[event["version"]] = event.get("cutoff")
+        kept = set(self.versions())
+        for version in [v for v, c in out.items() if c is None] + sorted(kept - set(out)):
+            out[version] = self.metadata(version)["cutoff"] if version in kept else None
+        return {v: c for v, c in out.items() if c is not None}
+
+    def prune(self, keep: int, protect: Iterable[str] = ()) -> list[str]:
+        """Delete all but the newest ``keep`` versions, sparing every version production used and
+        the ``protect``ed ones (candidates still in shadow, a replay's reference arms)."""
+        protected = set(self.production_history()) | {self.production()} | set(protect)
         candidates = [v for v in self.versions() if v not in protected]
         removed = candidates[: max(len(candidates) - keep, 0)]
         for version in removed:
