@@ -89,6 +89,18 @@ class Regime(_Section):
     )
 
 
+class Episode(_Section):
+    kind: Literal["transient", "label_noise", "stale_feed"] = Field(
+        description="transient: momentum and volume_signal below replace the regime's for the "
+        "episode, then the regime resumes; label_noise: no signal in the episode (its labels are "
+        "coin flips); stale_feed: the episode's bars repeat the bars of the sessions just before it."
+    )
+    start: dt.date = Field(description="First session of the episode.")
+    sessions: int = Field(ge=1, le=60, description="Length in sessions.")
+    momentum: float = Field(0.0, ge=-0.19, le=0.19, description="transient: its momentum.")
+    volume_signal: float = Field(0.0, ge=-1.0, le=1.0, description="transient: its volume signal.")
+
+
 class SimulatedMarket(_Section):
     seed: int = Field(7, description="Seed of the market; the same seed gives the same bars.")
     num_symbols: int = Field(40, ge=1, le=10_000, description="Number of simulated symbols.")
@@ -122,6 +134,11 @@ class SimulatedMarket(_Section):
             default_factory=list,
             description="Planted data faults, one symbol each, for tests and drills.",
         )
+    )
+    episodes: list[Episode] = Field(
+        default_factory=list,
+        description="Weeks in which training goes wrong in ways that pass the data gate (every "
+        "symbol at once): transient regimes, label noise, a stale feed.",
     )
 
     @model_validator(mode="after")

@@ -78,6 +78,10 @@ def test_every_shipped_config_loads():
         "market-data.yaml",
         "demo-regime-change.yaml",
         "replay-two-regimes.yaml",
+        "replay-bad-candidates.yaml",
     }
     for path in shipped:
         assert load_settings(path).config_path == path
+    bad = load_settings(DEFAULT_CONFIG.parent / "replay-bad-candidates.yaml").data_source.simulated
+    assert [e.kind for e in bad.episodes].count("transient") == 4
+    assert {e.kind for e in bad.episodes} == {"transient", "label_noise", "stale_feed"}

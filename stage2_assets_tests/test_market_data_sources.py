@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stage2_assets.market.simulator import MarketSpec, RegimeSpec, simulate_bars
+from stage2_assets.market.simulator import EpisodeSpec, MarketSpec, RegimeSpec, simulate_bars
 from stage2_assets.resources.market_data import CsvSource, YFinanceSource, split_download
 from stage2_assets_tests.conftest import write_csv
 
@@ -355,3 +355,56 @@ def test_the_simulated_market_moves_together_by_its_configured_factor_share():
     bars0 = simulate_bars(flat, flat.symbols, dt.date(2024, 12, 31)).sort_values(["symbol", "date"])
     ret0 = np.log(bars0["close"]).groupby(bars0["symbol"]).diff().dropna()
     assert between_day_share((ret0 > 0).astype(float), bars0.loc[ret0.index, "date"]) < 0.04
+
+
+def _momentum_corr(bars: pd.DataFrame, start: str, end: str) -> float:
+    r = np.log(bars["close"]).groupby(bars["symbol"]).diff()
+    past5 = r.groupby(bars["symbol"]).transform(lambda s: s.shift(1).rolling(5).sum())
+    frame = bars.assign(r=r, past5=past5).dropna()
+    part = frame[(frame["date"] >= start) & (frame["date"] < end)]
+    return part["r"].corr(part["past5"])
+
+
+def test_episodes_plant_bad_weeks_that_pass_for_normal_bars():
+    """A transient flips the signal for its sessions only; label noise removes it; a stale feed
+    repeats the previous sessions' bars, re-dated. Before an episode the bars are untouched."""
+    steady = dataclasses.replace(
+        SPEC,
+        num_symbols=40,
+        regimes=[RegimeSpec(dt.date(2023, 1, 3), 0.0, 0.012, 0.15)],
+    )
+    episodes = (
+        EpisodeSpec("transient", dt.date(2023, 5, 1), 40, momentum=-0.15),
+        EpisodeSpec("label_noise", dt.date(2023, 8, 1), 40),
+        EpisodeSpec("stale_feed", dt.date(2023, 11, 1), 5),
+    )
+    plain = simulate_bars(steady, steady.symbols, dt.date(2023, 12, 29))
+    bad = simulate_bars(
+        dataclasses.replace(steady, episodes=episodes), steady.symbols, dt.date(2023, 12, 29)
+    )
+    before = bad["date"] < "2023-05-01"
+    pd.testing.assert_frame_equal(
+        bad[before].reset_index(drop=True), plain[before].reset_index(drop=True)
+    )
+    assert _momentum_corr(bad, "2023-01-15", "2023-05-01") > 0.15
+    assert _momentum_corr(bad, "2023-05-08", "2023-06-26") < -0.15  # the transient, 40 sessions
+    assert abs(_momentum_corr(bad, "2023-08-08", "2023-09-26")) < 0.06  # label noise: no signal
+    assert _momentum_corr(bad, "2023-10-01", "2023-10-31") > 0.15  # the regime resumed
+    one = bad[bad["symbol"] == steady.symbols[0]].reset_index(drop=True)
+    at = int(one.index[one["date"] == pd.Timestamp("2023-11-01")][0])
+    columns = ["open", "high", "low", "close", "volume"]
+    np.testing.assert_array_equal(
+        one.loc[at : at + 4, columns].to_numpy(), one.loc[at - 5 : at - 1, columns].to_numpy()
+    )
+    assert list(one.loc[at : at + 4, "date"]) == sorted(
+        set(one.loc[at : at + 4, "date"])
+    )  # re-dated, in order
+    assert (one.loc[at + 5 :, "close"] != one.loc[at : at + 4, "close"].iloc[-1]).all()
+
+
+def test_an_unknown_episode_kind_is_refused():
+    spec = dataclasses.replace(SPEC, episodes=(EpisodeSpec("meteor", dt.date(2023, 5, 1), 5),))
+    with pytest.raises(
+        ValueError, match="unknown episode 'meteor'; known: transient, label_noise, stale_feed"
+    ):
+        simulate_bars(spec, spec.symbols, dt.date(2023, 6, 30))

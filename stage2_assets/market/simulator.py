@@ -19,6 +19,12 @@ at 0 the bars are those of a market of independent symbols.
 Drift, volatility and both coefficients switch at the regime dates, so a model fitted to one
 regime decays in the next, whether the next flips the sign of the signal or changes its kind.
 
+Episodes are the weeks in which training goes wrong in ways that pass the data gate (the replay
+issue's bad-candidate market): ``transient`` overrides the regime's momentum and volume signal for a
+few sessions, then the regime resumes (a model fitted to the episode is wrong afterwards);
+``label_noise`` takes every signal out of those sessions (their labels are coin flips); ``stale_feed``
+repeats the bars of the sessions just before it, re-dated, as a feed stuck on last week's file does.
+
 Bars are a pure function of (seed, symbol index, session) and the factors' (seed, session): the bars up to a date never depend on
 how far the simulation runs, so answering "as of" any date is consistent with every later answer.
 """
@@ -36,6 +42,7 @@ from stage2_assets.market.bars import STORED_COLUMNS
 from stage2_assets.market.calendar import nyse_sessions
 
 WART_KINDS = ("duplicate_day", "zero_price", "nan_close", "split", "gap", "bad_high")
+EPISODE_KINDS = ("transient", "label_noise", "stale_feed")
 # Planted faults sit this many sessions after the start, so every as-of past it shows them.
 WART_SESSION = 150
 _DRAWS_PER_SESSION = 5
@@ -59,6 +66,15 @@ class RegimeSpec:
 
 
 @dataclass(frozen=True)
+class EpisodeSpec:
+    kind: str
+    start: dt.date
+    sessions: int
+    momentum: float = 0.0
+    volume_signal: float = 0.0
+
+
+@dataclass(frozen=True)
 class MarketSpec:
     seed: int
     num_symbols: int
@@ -68,6 +84,7 @@ class MarketSpec:
     market_share: float = 0.0
     sector_share: float = 0.0
     num_sectors: int = 1
+    episodes: Sequence[EpisodeSpec] = field(default_factory=tuple)
 
     @property
     def symbols(self) -> list[str]:
@@ -113,6 +130,20 @@ def simulate_bars(spec: MarketSpec, symbols: Sequence[str], end: dt.date) -> pd.
     vol = np.array([r.volatility for r in spec.regimes])[regime]
     phi = np.array([r.momentum for r in spec.regimes])[regime]
     beta = np.array([r.volume_signal for r in spec.regimes])[regime]
+    stale = []
+    for episode in spec.episodes:
+        if episode.kind not in EPISODE_KINDS:
+            raise ValueError(f"unknown episode {episode.kind!r}; known: {', '.join(EPISODE_KINDS)}")
+        at = int(sessions.searchsorted(pd.Timestamp(episode.start)))
+        span = slice(at, min(at + episode.sessions, len(sessions)))
+        if episode.kind == "transient":
+            phi, beta = phi.copy(), beta.copy()
+            phi[span], beta[span] = episode.momentum, episode.volume_signal
+        elif episode.kind == "label_noise":
+            phi, beta = phi.copy(), beta.copy()
+            phi[span], beta[span] = 0.0, 0.0
+        elif at >= episode.sessions:
+            stale.append((at, episode.sessions))
     wart_of = {symbol: kind for kind, symbol in spec.wart_symbols().items()}
     market = _factor(spec.seed, _MARKET_STREAM, len(sessions), spec.market_share)
     sectors = {}
@@ -138,7 +169,24 @@ def simulate_bars(spec: MarketSpec, symbols: Sequence[str], end: dt.date) -> pd.
                 (market, sectors[sector], spec.market_share + spec.sector_share),
             )
         )
-    return pd.concat(frames, ignore_index=True)
+    bars = pd.concat(frames, ignore_index=True)
+    return _stale(bars, stale) if stale else bars
+
+
+def _stale(bars: pd.DataFrame, episodes: list[tuple[int, int]]) -> pd.DataFrame:
+    """Sessions [at, at + n) carry the bars of sessions [at - n, at), re-dated."""
+    out = []
+    for _, frame in bars.groupby("symbol", sort=False):
+        frame = frame.reset_index(drop=True).copy()
+        values = ["open", "high", "low", "close", "volume"]
+        for at, n in episodes:
+            end = min(at + n, len(frame))
+            if at < len(frame):
+                frame.loc[at : end - 1, values] = frame.loc[
+                    at - n : at - n + (end - at) - 1, values
+                ].to_numpy()
+        out.append(frame)
+    return pd.concat(out, ignore_index=True)
 
 
 def _factor(seed: int, stream: int, sessions: int, share: float) -> np.ndarray:

@@ -24,7 +24,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from stage2_assets.errors import DataSourceError, InvalidNameError
 from stage2_assets.market.bars import BAR_COLUMNS, empty_bars, normalize_frames, normalize_long
-from stage2_assets.market.simulator import MarketSpec, RegimeSpec, simulate_bars
+from stage2_assets.market.simulator import EpisodeSpec, MarketSpec, RegimeSpec, simulate_bars
 from stage2_assets.names import validate_symbol
 
 
@@ -194,6 +194,14 @@ class RegimeConfig(dg.Config):
     volume_signal: float = 0.0
 
 
+class EpisodeConfig(dg.Config):
+    kind: str
+    start: str
+    sessions: int
+    momentum: float = 0.0
+    volume_signal: float = 0.0
+
+
 class SimulatedSource(MarketDataSource):
     """The seeded simulated market: offline, deterministic, with regime changes."""
 
@@ -205,6 +213,7 @@ class SimulatedSource(MarketDataSource):
     market_share: float = 0.0
     sector_share: float = 0.0
     num_sectors: int = 1
+    episodes: list[EpisodeConfig] = []
 
     @property
     def kind(self) -> str:
@@ -229,6 +238,12 @@ class SimulatedSource(MarketDataSource):
             market_share=self.market_share,
             sector_share=self.sector_share,
             num_sectors=self.num_sectors,
+            episodes=tuple(
+                EpisodeSpec(
+                    e.kind, dt.date.fromisoformat(e.start), e.sessions, e.momentum, e.volume_signal
+                )
+                for e in self.episodes
+            ),
         )
 
     def available_symbols(self) -> list[str]:
@@ -429,4 +444,14 @@ def source_from_settings(settings) -> MarketDataSource:
         market_share=sim.market_share,
         sector_share=sim.sector_share,
         num_sectors=sim.num_sectors,
+        episodes=[
+            EpisodeConfig(
+                kind=e.kind,
+                start=e.start.isoformat(),
+                sessions=e.sessions,
+                momentum=e.momentum,
+                volume_signal=e.volume_signal,
+            )
+            for e in sim.episodes
+        ],
     )
