@@ -187,11 +187,73 @@ def cmd_rollback(args, settings) -> int:
     )
 
 
+def _predict_at(args, settings) -> int:
+    """What the version serving on ``--at`` predicted that day, from the logged predictions."""
+    from stage2_assets.deployment.history import serving_on
+    from stage2_assets.resources.warehouse import Warehouse
+
+    if args.version or args.as_of:
+        raise Stage2Error(
+            "--at reads what was served; it does not combine with --version or --as-of"
+        )
+    move = serving_on(_store(settings), args.at)
+    if move is None:
+        raise Stage2Error(
+            f"no version served on {args.at}: the first pointer move came later (see `stage2 history`)"
+        )
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT symbol, date, prob_up, confidence, label, fwd_return, logged_as_of FROM predictions "
+            "WHERE model_version = ? AND date = ? ORDER BY symbol",
+            [move["version"], args.at],
+        ).df()
+    if rows.empty:
+        raise Stage2Error(
+            f"{move['version']} served on {args.at} but logged no prediction for that day "
+            "(not a session, or the daily predictions did not run)"
+        )
+    records = [
+        {
+            "symbol": r.symbol,
+            "date": str(r.date)[:10],
+            "prob_up": round(float(r.prob_up), 6),
+            "confidence": round(float(r.confidence), 6),
+            "label": None if r.label != r.label or r.label is None else int(r.label),
+            "logged_as_of": str(r.logged_as_of)[:10],
+        }
+        for r in rows.itertuples()
+    ]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "version": move["version"],
+                    "at": args.at.isoformat(),
+                    "served_since": move["date"],
+                    "predictions": records,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(
+            f"version {move['version']} served on {args.at} (production since {move['date']}, {move['how']})"
+        )
+        for r in records:
+            outcome = {None: "outcome pending", 1: "went up", 0: "went down"}[r["label"]]
+            print(
+                f"{r['symbol']:<8} {r['date']}  P(up) {r['prob_up']:.4f}  confidence {r['confidence']:.4f}  {outcome}"
+            )
+    return 0
+
+
 def cmd_predict(args, settings) -> int:
     from stage2_assets.ml.predictor import EnsemblePredictor
     from stage2_assets.names import validate_version
     from stage2_assets.resources.warehouse import Warehouse
 
+    if args.at:
+        return _predict_at(args, settings)
     store = _store(settings)
     predictor = EnsemblePredictor.load(
         store, validate_version(args.version) if args.version else None
@@ -392,7 +454,58 @@ def cmd_dashboard(args, settings) -> int:
     return 0
 
 
+def cmd_history(args, settings) -> int:
+    from stage2_assets.deployment.history import pointer_history
+
+    moves = pointer_history(_store(settings))
+    if args.json:
+        print(json.dumps({"moves": moves}, indent=2))
+        return 0
+    if not moves:
+        print("no pointer move yet: production has never been set")
+        return 0
+    for m in moves:
+        stats = ""
+        if "effect" in m:
+            stats = (
+                f"  effect {m['effect']:+.5f} (lower bound {m.get('lower_bound', float('nan')):+.5f}), "
+                f"p {m.get('p_value', float('nan')):.2g}, {m.get('days', '?')} days"
+            )
+        print(f"{m['date']}  {m['how']:<9} {m['version']}{stats}")
+        print(f"            {m['reason']}")
+    return 0
+
+
+def _status_at(settings, day: dt.date) -> dict:
+    from stage2_assets.deployment.history import serving_on
+
+    move = serving_on(_store(settings), day)
+    return {
+        "at": day.isoformat(),
+        "production": {
+            "version": move["version"] if move else None,
+            "since": move["date"] if move else None,
+            "how": move["how"] if move else None,
+            "reason": move["reason"] if move else None,
+        },
+    }
+
+
 def cmd_status(args, settings) -> int:
+    if args.at:
+        status = _status_at(settings, args.at)
+        if args.json:
+            print(json.dumps(status, indent=2))
+        else:
+            production = status["production"]
+            if production["version"]:
+                print(
+                    f"production on {args.at}: {production['version']} (since {production['since']}, "
+                    f"{production['how']}: {production['reason']})"
+                )
+            else:
+                print(f"production on {args.at}: none (no pointer move before that date)")
+        return 0
     from stage2_assets.status import collect_status
 
     status = collect_status(settings)
@@ -490,6 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--as-of", type=_date, help="use each symbol's latest features on or before this date"
     )
     predict.add_argument("--json", action="store_true")
+    predict.add_argument(
+        "--at",
+        type=_date,
+        help="what the version serving on this date predicted that day (logged predictions)",
+    )
     predict.set_defaults(func=cmd_predict)
     comparisons = sub.add_parser(
         "comparisons",
@@ -539,6 +657,16 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.set_defaults(func=cmd_dashboard)
     status = sub.add_parser("status", help="what the stores hold")
     status.add_argument("--json", action="store_true", help="machine-readable output (a contract)")
+    status.add_argument(
+        "--at",
+        type=_date,
+        help="the production version that served on this date (from the pointer's history)",
+    )
+    history = sub.add_parser(
+        "history", help="every production pointer move: date, version, how, why"
+    )
+    history.add_argument("--json", action="store_true", help="machine-readable output (a contract)")
+    history.set_defaults(func=cmd_history)
     status.set_defaults(func=cmd_status)
     return parser
 

@@ -156,6 +156,43 @@ def test_status_json_reports_production_shadow_comparison_and_performance(loop, 
     assert store.versions()[-1] in status["shadow"]
 
 
+def test_history_status_at_and_predict_at_say_who_served_when(loop, capsys):
+    settings, _ = loop
+    config = ["--config", str(settings.config_path)]
+    store = ModelStore(root=str(settings.models_path))
+    first, second = store.production_history()[:2]
+    assert main([*config, "history", "--json"]) == 0
+    moves = json.loads(capsys.readouterr().out)["moves"]
+    assert [(m["date"], m["version"], m["how"]) for m in moves[:2]] == [
+        ("2024-12-27", first, "bootstrap"),
+        (AS_OF, second, "promote"),
+    ]
+    assert moves[1]["previous"] == first and moves[1]["lower_bound"] > 0 and moves[1]["days"] >= 10
+    # a move dated D serves from the day after D
+    for day, version in (
+        ("2024-12-27", None),
+        ("2024-12-30", first),
+        (AS_OF, first),
+        ("2025-07-14", second),
+    ):
+        assert main([*config, "status", "--at", day, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["production"]["version"] == version
+    # what the bootstrap model predicted on a day it served, from the log, outcome included
+    assert main([*config, "predict", "--at", "2025-05-29", "--json"]) == 0
+    served = json.loads(capsys.readouterr().out)
+    assert served["version"] == first and len(served["predictions"]) == 50
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        logged = conn.execute(
+            "SELECT symbol, prob_up, label FROM predictions WHERE model_version = ? AND date = '2025-05-29' ORDER BY symbol",
+            [first],
+        ).fetchall()
+    assert [(r["symbol"], r["prob_up"], r["label"]) for r in served["predictions"]] == [
+        (s, round(p, 6), label) for s, p, label in logged
+    ]
+    assert main([*config, "predict", "--at", "2024-12-20"]) == 2  # before any move
+    assert "no version served on 2024-12-20" in capsys.readouterr().err
+
+
 def test_manual_rollback_and_promote_are_jobs_and_are_logged(loop, capsys):
     settings, _ = loop
     store = ModelStore(root=str(settings.models_path))
