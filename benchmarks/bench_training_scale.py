@@ -141,7 +141,12 @@ def main() -> int:
         default=2,
         help="epoch cap for a batch size under 1,024 on more than 200,000 rows (timed per epoch)",
     )
-    parser.add_argument("--cutoff", default="2019-12-31", help="real data's cut-off")
+    parser.add_argument(
+        "--cutoff",
+        nargs="+",
+        default=["2019-12-31"],
+        help="real data's cut-off(s): one run per cut-off",
+    )
     parser.add_argument("--sim-cutoff", default="2024-12-27", help="simulated universes' cut-off")
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"])
     parser.add_argument("--json-out")
@@ -162,14 +167,19 @@ def main() -> int:
         f"{'s/epoch':>8} {'samples/s':>10} {'val acc':>7} {'val LL':>7} {'up acc':>6} {'RSS MiB':>8} {'GPU MiB':>8}"
     )
     results = []
-    for symbols in args.symbols:
+    universes = [(0, c) for s in args.symbols if s == 0 for c in args.cutoff] + [
+        (s, args.sim_cutoff) for s in args.symbols if s != 0
+    ]
+    for symbols, chosen_cutoff in universes:
         started = time.perf_counter()
         if symbols == 0:
             folder = Path(args.data)
             if not folder.is_dir():
                 print(f"real data not found at {folder}; skipped", file=sys.stderr)
                 continue
-            bars, cutoff, name = real_bars(folder), dt.date.fromisoformat(args.cutoff), "real"
+            cutoff = dt.date.fromisoformat(chosen_cutoff)
+            bars = real_bars(folder)
+            name = "real" if len(args.cutoff) == 1 else f"r{cutoff:%y%m%d}"
         else:
             cutoff = dt.date.fromisoformat(args.sim_cutoff)
             bars, name = simulated_bars(settings, symbols, cutoff), f"sim{symbols}"
@@ -197,6 +207,17 @@ def main() -> int:
                 f"{r['val_accuracy']:>7.4f} {r['val_log_loss']:>7.4f} {r['always_up_accuracy']:>6.3f} "
                 f"{r['peak_rss_mib']:>8} {gpu:>8}",
                 flush=True,
+            )
+    if len(args.cutoff) > 1 and results:
+        print("\nreal data over the cut-offs, per batch size (mean; val = the window's last 20%):")
+        frame = pd.DataFrame(
+            [r for r in results if r["universe"] != "real" and not r["universe"].startswith("sim")]
+        )
+        for batch, part in frame.groupby("batch_size"):
+            print(
+                f"batch {batch:>6}: fit {part['fit_seconds'].mean():6.2f} s, epochs {part['epochs_run'].mean():4.1f}, "
+                f"val accuracy {part['val_accuracy'].mean():.4f} (min {part['val_accuracy'].min():.4f}), "
+                f"val log loss {part['val_log_loss'].mean():.5f}, always-up {part['always_up_accuracy'].mean():.4f}"
             )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
