@@ -46,7 +46,12 @@ def parts_table(log) -> list[dict]:
         steps = json.loads(row.steps) if isinstance(row.steps, str) else {}
         week = {part: 0.0 for part in ["set-up", *PARTS.values(), "other steps"]}
         for step, seconds in steps.items():
-            week[PARTS.get(step, "other steps")] += seconds
+            part = PARTS.get(step, "other steps")
+            if step.endswith("quality_gate"):
+                part = "gate"  # the blocking asset check on raw_bars
+            elif step.endswith("not_degraded"):
+                part = "monitoring"  # the degradation check on model_performance
+            week[part] += seconds
         week["set-up"] = max(row.seconds - sum(steps.values()), 0.0)
         week["total"] = row.seconds
         weeks.append(week)

@@ -525,13 +525,16 @@ def cmd_status(args, settings) -> int:
             print(f"quarantined {item['symbol']}: {'; '.join(item['reasons'])}")
         production = status["production"]
         print(f"production: {production['version'] or 'none'} (since {production['since']})")
+        if production.get("problem"):
+            print(f"WARNING: {production['problem']}", file=sys.stderr)
         print(f"shadow: {', '.join(status['shadow']) or 'none'}")
         last = status["last_comparison"]
         if last:
             print(
                 f"last comparison: {last['candidate']} vs {last['production']}: {last['decision']} ({last['reason']})"
             )
-    return 0
+    # a pointer that names a version that cannot be served is an emergency: say it in the exit code
+    return 3 if status["production"].get("problem") else 0
 
 
 # Commands that change the stores run one at a time per warehouse.

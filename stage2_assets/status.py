@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from stage2_assets.config import Settings
+from stage2_assets.errors import ModelStoreError
 from stage2_assets.market.refresh import stored_source, summarize_log
 from stage2_assets.market.validation import quarantine_rows
 from stage2_assets.resources.model_store import ModelStore
@@ -60,13 +61,23 @@ def collect_status(settings: Settings) -> dict:
         ),
         None,
     )
+    problem = None
+    if production:
+        try:
+            store.verify(production)
+        except ModelStoreError as exc:
+            problem = (
+                f"the production pointer names {production}, which cannot be served: {exc}. "
+                "Roll back (`stage2 rollback`) or promote a sound version (`stage2 promote VERSION`)"
+            )
     return {
         "source": source or settings.data_source.kind,
         "warehouse": str(settings.warehouse_path),
         "tables": tables,
         "quarantine": quarantine,
         "last_refresh": summarize_log(log),
-        "production": {"version": production, "since": since},
+        # problem: None, or why the version the pointer names cannot be served (missing, tampered)
+        "production": {"version": production, "since": since, "problem": problem},
         # candidates awaiting their comparison: never production, not yet promoted or kept
         "shadow": [
             v

@@ -321,3 +321,36 @@ def test_backup_restores_into_an_empty_place_with_the_same_status(loop, tmp_path
     assert main(["--config", str(tmp_path / "other.yaml"), "restore", str(tmp_path / "bk")]) == 2
     assert "does not match its checksum; nothing was restored" in capsys.readouterr().err
     assert not (tmp_path / "other" / "wh.duckdb").exists()
+
+
+def test_status_flags_a_production_pointer_that_cannot_be_served(loop, tmp_path, capsys):
+    """A copy of the loop's stores; its production weights tampered with, then deleted by hand."""
+    import yaml
+
+    settings, _ = loop
+    assert main(["--config", str(settings.config_path), "backup", str(tmp_path / "bk")]) == 0
+    raw = yaml.safe_load(settings.config_path.read_text())
+    raw["storage"] = {
+        "warehouse": str(tmp_path / "copy" / "wh.duckdb"),
+        "models": str(tmp_path / "copy" / "models"),
+    }
+    config = tmp_path / "copy.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["--config", str(config), "restore", str(tmp_path / "bk")]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["production"]["problem"] is None
+    store = ModelStore(root=str(tmp_path / "copy" / "models"))
+    version = store.production()
+    weights = store.version_path(version) / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    assert main(["--config", str(config), "status", "--json"]) == 3
+    problem = json.loads(capsys.readouterr().out)["production"]["problem"]
+    assert version in problem and "checksum" in problem and "stage2 rollback" in problem
+    import shutil
+
+    shutil.rmtree(store.version_path(version))
+    assert main(["--config", str(config), "status"]) == 3
+    captured = capsys.readouterr()
+    assert f"production: {version}" in captured.out
+    assert "WARNING" in captured.err and "is not in the model store" in captured.err
