@@ -189,28 +189,48 @@ def cmd_rollback(args, settings) -> int:
 
 def _predict_at(args, settings) -> int:
     """What the version serving on ``--at`` predicted that day, from the logged predictions."""
-    from stage2_assets.deployment.history import serving_on
+    import pandas as pd
+
+    from stage2_assets.deployment.history import pointer_history, serving_on
+    from stage2_assets.market.calendar import nyse_sessions
     from stage2_assets.resources.warehouse import Warehouse
 
     if args.version or args.as_of:
         raise Stage2Error(
             "--at reads what was served; it does not combine with --version or --as-of"
         )
-    move = serving_on(_store(settings), args.at)
+    _check_at(args.at)
+    store = _store(settings)
+    move = serving_on(store, args.at)
     if move is None:
+        moves = pointer_history(store)
         raise Stage2Error(
-            f"no version served on {args.at}: the first pointer move came later (see `stage2 history`)"
+            f"no version served on {args.at}: "
+            + (
+                f"the first pointer move was on {moves[0]['date']} (see `stage2 history`)"
+                if moves
+                else "production has never been set"
+            )
         )
+    if len(nyse_sessions(args.at, args.at)) == 0:
+        raise Stage2Error(f"{args.at} is not an NYSE session: nothing was predicted for it")
     with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
         rows = conn.execute(
             "SELECT symbol, date, prob_up, confidence, label, fwd_return, logged_as_of FROM predictions "
             "WHERE model_version = ? AND date = ? ORDER BY symbol",
             [move["version"], args.at],
         ).df()
+        span = conn.execute(
+            "SELECT min(date), max(date) FROM predictions WHERE model_version = ?",
+            [move["version"]],
+        ).fetchone()
     if rows.empty:
+        logged = (
+            f"it logged predictions for {span[0]} .. {span[1]}" if span[0] else "it logged none"
+        )
         raise Stage2Error(
-            f"{move['version']} served on {args.at} but logged no prediction for that day "
-            "(not a session, or the daily predictions did not run)"
+            f"{move['version']} served on {args.at} but logged no prediction for that day ({logged}; "
+            "a version logs the days its runs covered, up to 92 days back)"
         )
     records = [
         {
@@ -218,7 +238,7 @@ def _predict_at(args, settings) -> int:
             "date": str(r.date)[:10],
             "prob_up": round(float(r.prob_up), 6),
             "confidence": round(float(r.confidence), 6),
-            "label": None if r.label != r.label or r.label is None else int(r.label),
+            "label": None if pd.isna(r.label) else int(r.label),
             "logged_as_of": str(r.logged_as_of)[:10],
         }
         for r in rows.itertuples()
@@ -229,7 +249,8 @@ def _predict_at(args, settings) -> int:
                 {
                     "version": move["version"],
                     "at": args.at.isoformat(),
-                    "served_since": move["date"],
+                    "moved_on": move["date"],
+                    "how": move["how"],
                     "predictions": records,
                 },
                 indent=2,
@@ -237,7 +258,8 @@ def _predict_at(args, settings) -> int:
         )
     else:
         print(
-            f"version {move['version']} served on {args.at} (production since {move['date']}, {move['how']})"
+            f"version {move['version']} served on {args.at} ({move['how']} on {move['date']}, "
+            "serving from the next day)"
         )
         for r in records:
             outcome = {None: "outcome pending", 1: "went up", 0: "went down"}[r["label"]]
@@ -245,6 +267,11 @@ def _predict_at(args, settings) -> int:
                 f"{r['symbol']:<8} {r['date']}  P(up) {r['prob_up']:.4f}  confidence {r['confidence']:.4f}  {outcome}"
             )
     return 0
+
+
+def _check_at(day: dt.date) -> None:
+    if day > dt.date.today():
+        raise Stage2Error(f"--at {day} lies in the future; nothing has served on it yet")
 
 
 def cmd_predict(args, settings) -> int:
@@ -479,6 +506,7 @@ def cmd_history(args, settings) -> int:
 def _status_at(settings, day: dt.date) -> dict:
     from stage2_assets.deployment.history import serving_on
 
+    _check_at(day)
     move = serving_on(_store(settings), day)
     return {
         "at": day.isoformat(),
@@ -500,8 +528,8 @@ def cmd_status(args, settings) -> int:
             production = status["production"]
             if production["version"]:
                 print(
-                    f"production on {args.at}: {production['version']} (since {production['since']}, "
-                    f"{production['how']}: {production['reason']})"
+                    f"production on {args.at}: {production['version']} ({production['how']} on "
+                    f"{production['since']}, serving from the next day: {production['reason']})"
                 )
             else:
                 print(f"production on {args.at}: none (no pointer move before that date)")

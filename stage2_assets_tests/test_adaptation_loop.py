@@ -190,7 +190,14 @@ def test_history_status_at_and_predict_at_say_who_served_when(loop, capsys):
         (s, round(p, 6), label) for s, p, label in logged
     ]
     assert main([*config, "predict", "--at", "2024-12-20"]) == 2  # before any move
-    assert "no version served on 2024-12-20" in capsys.readouterr().err
+    assert "the first pointer move was on 2024-12-27" in capsys.readouterr().err
+    # the last day: its outcome is not known yet
+    assert main([*config, "predict", "--at", AS_OF, "--json"]) == 0
+    assert {r["label"] for r in json.loads(capsys.readouterr().out)["predictions"]} == {None}
+    assert main([*config, "predict", "--at", "2025-05-31"]) == 2  # a Saturday
+    assert "not an NYSE session" in capsys.readouterr().err
+    assert main([*config, "status", "--at", "2099-01-01"]) == 2
+    assert "lies in the future" in capsys.readouterr().err
 
 
 def test_manual_rollback_and_promote_are_jobs_and_are_logged(loop, capsys):

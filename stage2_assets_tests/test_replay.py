@@ -223,6 +223,19 @@ def test_the_regime_change_is_followed_by_the_promotion_of_a_fitted_model(replay
     assert change["accuracy_after_promotion"]["rows"] > 0
 
 
+def test_a_replay_into_stores_that_hold_later_history_is_refused(replays, capsys):
+    """Weeks before the recorded replay would run on a pointer and candidates from their future."""
+    _, whole, _ = replays
+    events = (whole.models_path / "events.jsonl").read_bytes()
+    code = main(
+        ["--config", str(whole.config_path), "replay", "--from", "2024-03-01", "--to", "2024-03-31"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "already hold history up to 2024-08-30" in err and "stores of its own" in err
+    assert (whole.models_path / "events.jsonl").read_bytes() == events  # nothing ran
+
+
 def test_a_range_outside_the_data_is_refused(write_settings):
     settings = write_settings()
     with pytest.raises(Stage2Error, match="outside the data of source 'simulated'"):

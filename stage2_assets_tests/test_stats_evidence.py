@@ -123,3 +123,11 @@ def test_paired_intervals_hold_their_level_on_a_market_with_a_common_factor():
         )["accuracy"]["ci"]
         covered += ci[0] <= 0 <= ci[1]
     assert 0.89 <= covered / 200 <= 0.99
+
+
+def test_too_few_days_give_the_estimate_without_an_interval():
+    rows = _market(days=15)
+    days = evidence.day_table(rows, 0.5, evidence.book(rows, 0.2, 5.0))
+    figures = evidence.paired_difference(days, None, horizon=1, samples=200, seed=0)
+    assert figures["accuracy"]["ci"] is None and figures["accuracy"]["estimate"] > 0
+    assert evidence.verdict("accuracy", None) == "no interval (too few days)"

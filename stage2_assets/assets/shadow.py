@@ -41,12 +41,20 @@ def predictions(
         added = log_predictions(conn, model_store, roles, as_of, context.run.run_id)
         filled = fill_outcomes(conn, as_of)
         (total, unresolved) = one(conn, "SELECT count(*), count(*) - count(label) FROM predictions")
+    served = set(model_store.production_history())
     for version, role in roles.items():
-        if role == "shadow" and not any(
-            e["event"] == "shadowed" and e["version"] == version for e in model_store.events()
+        if (
+            role == "shadow"
+            and version not in served
+            and not any(
+                e["event"] == "shadowed" and e["version"] == version for e in model_store.events()
+            )
         ):
             model_store.append_event(
-                "shadowed", version, reason=f"predicting in shadow from {as_of}"
+                "shadowed",
+                version,
+                reason=f"predicting in shadow from the day after its cut-off "
+                f"{model_store.metadata(version)['cutoff']} (first logged by the run as of {as_of})",
             )
     table = pd.DataFrame(
         [{"version": v, "role": r, "rows_added": added.get(v, 0)} for v, r in roles.items()]

@@ -85,11 +85,10 @@ def summary_lines(report: dict) -> list[str]:
     """One line per arm and one for the decisions: what a replay prints when it ends."""
     lines = []
     for arm, f in report.get("arms", {}).items():
-        acc, sharpe = f["ci"]["accuracy"], f["ci"]["sharpe"]
         lines.append(
-            f"{arm:<15} accuracy {f['accuracy']:.4f} [{acc[0]:.4f}, {acc[1]:.4f}]  "
+            f"{arm:<15} accuracy {f['accuracy']:.4f} {_ci(f['ci']['accuracy'])}  "
             f"confidence {f['mean_confidence']:.4f}  ECE {f['ece']:.4f}  "
-            f"Sharpe {_fmt(f['sharpe'], 2)} [{sharpe[0]:.2f}, {sharpe[1]:.2f}]  max drawdown {f['max_drawdown']:.3f}  "
+            f"Sharpe {_fmt(f['sharpe'], 2)} {_ci(f['ci']['sharpe'], 2)}  max drawdown {f['max_drawdown']:.3f}  "
             f"IC {_fmt(f.get('ic'))}  rank IC {_fmt(f.get('rank_ic'))}  ICIR {_fmt(f.get('icir'), 3)}"
         )
     base = report.get("baselines")
@@ -103,7 +102,7 @@ def summary_lines(report: dict) -> list[str]:
         figures = report.get("differences", {}).get(pair)
         if figures:
             parts = [
-                f"{m} {f['estimate']:+.4f} {_ci(f['ci'])} {f['verdict']}"
+                f"{m} {f['estimate']:+.4f} {_ci(f['ci']) or '(too few days for an interval)'} {f['verdict']}"
                 for m, f in figures.items()
                 if f["estimate"] is not None
             ]
@@ -151,6 +150,7 @@ def render_replay(report: dict, title: str) -> str:
             if b
         ]
     )
+    summary = summary.astype(object).where(summary.notna(), "")
     quarters = pd.DataFrame(
         [
             {
@@ -178,7 +178,9 @@ def render_replay(report: dict, title: str) -> str:
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>
 <p class="meta">{report["weeks"]} weeks, {report["period"]["from"]} .. {report["period"]["to"]}; every arm scored on the same
-{report["rows"]} (symbol, day) rows. Intervals: bootstrap of 5-day blocks, 95%.</p>
+{report["rows"]} (symbol, day) rows, from the predictions each logged (rows left out for want of a logged
+prediction, per arm: {html.escape(str(report.get("unlogged_rows", {})))}). Intervals: bootstrap of 5-day blocks, 95%;
+none under 20 days.</p>
 <h2>Arms over the whole replay</h2>{_table(summary)}
 <p class="meta">Every arm is scored from the predictions it logged. The book: long the top and short the bottom
 fraction of symbols by P(up), dollar-neutral, costs on turnover; Sharpe annualized for the label horizon;

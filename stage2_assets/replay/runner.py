@@ -102,6 +102,24 @@ def replay_weeks(settings, start: dt.date, end: dt.date) -> list[tuple[str, dt.d
     return weeks
 
 
+def refuse_later_history(settings, first: dt.date) -> None:
+    """A replay walks forward from ``first``: stores that already hold a later candidate or pointer
+    move (weekly runs past that date, another replay) would be read as if they were its past."""
+    from stage2_assets.deployment.history import pointer_history
+    from stage2_assets.resources.model_store import ModelStore
+
+    store = ModelStore(root=str(settings.models_path))
+    cutoffs = [dt.date.fromisoformat(c) for c in store.trained_cutoffs().values()]
+    moves = [dt.date.fromisoformat(m["date"]) for m in pointer_history(store)]
+    later = [d for d in cutoffs + moves if d > first]
+    if later:
+        raise Stage2Error(
+            f"the stores of this config ({settings.models_path}) already hold history up to {max(later)}, "
+            f"after the replay's first week to run (as of {first}); a replay needs stores of its own: "
+            "copy the config and point storage.warehouse and storage.models at new paths"
+        )
+
+
 def recorded_weeks(warehouse: Warehouse) -> pd.DataFrame:
     with warehouse.connect() as conn:
         conn.execute(REPLAY_LOG)
@@ -122,6 +140,9 @@ def run_replay(
     # a week counts as done only for the as-of it ran with (a replay that ended mid-week and is
     # extended later runs that week again, as of its end)
     done = {(row.week, pd.Timestamp(row.as_of).date()) for row in log.itertuples()}
+    pending = [as_of for key, as_of in weeks if (key, as_of) not in done]
+    if pending:
+        refuse_later_history(settings, pending[0])
     for key, as_of in weeks:
         if (key, as_of) in done:
             continue

@@ -24,6 +24,8 @@ import pandas as pd
 from stage2_assets.ml.metrics import EPS
 
 TRADING_DAYS = 252
+# an interval needs at least this many blocks of days; fewer: the estimate alone
+MIN_BLOCKS = 4
 
 
 def _by_day_rank(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -222,7 +224,8 @@ def paired_difference(
     metrics: tuple[str, ...] = ("accuracy", "log_loss", "brier_skill", "annual_return"),
 ) -> dict:
     """{metric: {"estimate", "ci"}} of a − b on the same days (day tables from ``day_table``).
-    Positive is better for accuracy, brier_skill and annual_return; lower is better for log_loss."""
+    Positive is better for accuracy, brier_skill and annual_return; lower is better for log_loss.
+    With fewer than MIN_BLOCKS blocks of days, ``ci`` is None."""
     if b is not None:
         b = b.reindex(a.index)
         if b.isna().all(axis=None):
@@ -239,8 +242,13 @@ def paired_difference(
     )
     tail = (1 - level) / 2
     out = {}
+    enough = len(a) >= MIN_BLOCKS * block_days
     for metric in metrics:
         values = boot[metric]
+        if not enough:
+            # too few days for a block bootstrap to say anything: the estimate, no interval
+            out[metric] = {"estimate": float(point[metric]), "ci": None}
+            continue
         if not np.all(np.isfinite(values)):
             out[metric] = {"estimate": None, "ci": None}
             continue
@@ -254,7 +262,7 @@ def paired_difference(
 def verdict(metric: str, ci: list[float] | None) -> str:
     """The word a paired interval carries: ahead, behind, or no difference shown."""
     if not ci:
-        return "not defined"
+        return "no interval (too few days)"
     better_high = metric != "log_loss"
     low, high = ci
     if low > 0:
