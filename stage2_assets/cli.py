@@ -57,6 +57,43 @@ def _check_as_of(settings, day: dt.date | None) -> None:
         )
 
 
+def _newest_feature_date(settings) -> dt.date | None:
+    from stage2_assets.resources.warehouse import Warehouse
+
+    if not settings.warehouse_path.exists():
+        return None
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        row = conn.execute("SELECT max(date) FROM features").fetchone()
+    return row[0] if row else None
+
+
+def _check_fresh(settings, cutoff: dt.date) -> None:
+    """`train` does not refresh: refuse, before launching, a cut-off past the data."""
+    from stage2_assets.assets.training import require_fresh
+    from stage2_assets.errors import TrainingError
+
+    try:
+        require_fresh(
+            _newest_feature_date(settings), cutoff, settings.data_refresh.max_stale_sessions
+        )
+    except TrainingError as exc:
+        raise Stage2Error(str(exc)) from None
+
+
+def _warn_stale(settings, as_of: dt.date | None) -> None:
+    from stage2_assets.market.calendar import sessions_after
+
+    day = as_of or dt.date.today()
+    newest = _newest_feature_date(settings)
+    stale = sessions_after(newest, day)
+    if stale is not None and stale > settings.data_refresh.max_stale_sessions:
+        print(
+            f"stage2: WARNING: the newest data is from {newest}, {stale} sessions before {day} "
+            f"(data_refresh.max_stale_sessions: {settings.data_refresh.max_stale_sessions})",
+            file=sys.stderr,
+        )
+
+
 def _report_run(result, job_name: str) -> int:
     for line in run_failures(result):
         print(f"stage2: {line}", file=sys.stderr)
@@ -71,13 +108,16 @@ def _report_run(result, job_name: str) -> int:
 def cmd_refresh(args, settings) -> int:
     _check_as_of(settings, args.as_of)
     result = run_job(settings, "refresh_market_data", args.as_of, log_level=args.log_level)
-    return _report_run(result, "refresh_market_data")
+    code = _report_run(result, "refresh_market_data")
+    _warn_stale(settings, args.as_of)
+    return code
 
 
 def cmd_weekly(args, settings) -> int:
     _check_as_of(settings, args.as_of)
     result = run_job(settings, "weekly_adaptation", args.as_of, log_level=args.log_level)
     code = _report_run(result, "weekly_adaptation")
+    _warn_stale(settings, args.as_of)
     store = _store(settings)
     print(f"production: {store.production() or 'none'}")
     return code
@@ -85,6 +125,7 @@ def cmd_weekly(args, settings) -> int:
 
 def cmd_train(args, settings) -> int:
     _check_as_of(settings, args.as_of)
+    _check_fresh(settings, args.as_of or dt.date.today())
     result = run_job(settings, "train_ensemble", args.as_of, log_level=args.log_level)
     code = _report_run(result, "train_ensemble")
     if code == 0:
@@ -303,15 +344,34 @@ def cmd_predict(args, settings) -> int:
         }
         for r in out.itertuples()
     ]
+    from stage2_assets.market.calendar import sessions_after
+
+    newest = max(r["date"] for r in records)
+    stale = sessions_after(dt.date.fromisoformat(newest), day)
     if args.json:
         print(
             json.dumps(
-                {"version": predictor.version, "as_of": day.isoformat(), "predictions": records},
+                {
+                    "version": predictor.version,
+                    "as_of": day.isoformat(),
+                    "newest_feature_date": newest,
+                    "stale_sessions": stale,
+                    "predictions": records,
+                },
                 indent=2,
             )
         )
     else:
-        print(f"version {predictor.version}, features as of {day}")
+        dates = sorted({r["date"] for r in records})
+        span = dates[0] if len(dates) == 1 else f"{dates[0]} .. {dates[-1]} (per symbol below)"
+        print(
+            f"version {predictor.version}, each symbol's latest features on or before {day}: {span}"
+        )
+        if stale > settings.data_refresh.max_stale_sessions:
+            print(
+                f"stage2: WARNING: the newest features are from {newest}, {stale} sessions before {day}",
+                file=sys.stderr,
+            )
         for r in records:
             print(
                 f"{r['symbol']:<8} {r['date']}  P(up) {r['prob_up']:.4f}  confidence {r['confidence']:.4f}"

@@ -243,6 +243,13 @@ class DataRefresh(_Section):
         2.0, ge=0, description="First back-off; it doubles each retry."
     )
     batch_size: int = Field(50, ge=1, description="Symbols per provider request.")
+    max_stale_sessions: int = Field(
+        5,
+        ge=0,
+        le=250,
+        description="Sessions the newest bar may lag the as-of date: beyond it a refresh warns and "
+        "training refuses to cut a candidate past the data.",
+    )
     quality: QualityRules = Field(default_factory=QualityRules)
 
 

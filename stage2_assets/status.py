@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 
 from stage2_assets.config import Settings
 from stage2_assets.errors import ModelStoreError
+from stage2_assets.market.calendar import sessions_after
 from stage2_assets.market.refresh import stored_source, summarize_log
 from stage2_assets.market.validation import quarantine_rows
 from stage2_assets.resources.model_store import ModelStore
@@ -70,12 +73,20 @@ def collect_status(settings: Settings) -> dict:
                 f"the production pointer names {production}, which cannot be served: {exc}. "
                 "Roll back (`stage2 rollback`) or promote a sound version (`stage2 promote VERSION`)"
             )
+    last_refresh = summarize_log(log)
+    newest = tables["validated_bars"]["last_date"]
+    last_refresh["stale_sessions"] = (
+        sessions_after(dt.date.fromisoformat(newest), dt.date.fromisoformat(last_refresh["as_of"]))
+        if newest and last_refresh.get("as_of")
+        else None
+    )
     return {
         "source": source or settings.data_source.kind,
         "warehouse": str(settings.warehouse_path),
         "tables": tables,
         "quarantine": quarantine,
-        "last_refresh": summarize_log(log),
+        # stale_sessions: sessions from the newest validated bar to the last refresh's as-of date
+        "last_refresh": last_refresh,
         # problem: None, or why the version the pointer names cannot be served (missing, tampered)
         "production": {"version": production, "since": since, "problem": problem},
         # candidates awaiting their comparison: never production, not yet promoted or kept

@@ -6,6 +6,8 @@ import pandas as pd
 from stage2_assets.assets.features import features, require_features_rule
 from stage2_assets.assets.market_data import md_table
 from stage2_assets.deployment.shadow import arm_versions, shadow_candidates
+from stage2_assets.errors import TrainingError
+from stage2_assets.market.calendar import sessions_after
 from stage2_assets.ml.candidate import (
     build_candidate,
     candidate_split,
@@ -17,9 +19,24 @@ from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.settings import Stage2Settings
 from stage2_assets.resources.warehouse import Warehouse
 
+
 # Re-running a week reuses its candidate (same cut-off, training data and hyperparameters) instead of
 # adding a second one: each week brings one candidate, the count the yearly error budget assumes.
 # A run tagged "false" trains anew (a determinism check).
+def require_fresh(newest, cutoff, max_stale: int) -> None:
+    """Refuse a candidate whose cut-off lies past the data by more than ``max_stale`` sessions."""
+    if newest is None or pd.isna(newest):
+        return  # no features at all: the split says so, with its own message
+    newest = pd.Timestamp(newest).date()
+    stale = sessions_after(newest, cutoff)
+    if stale > max_stale:
+        raise TrainingError(
+            f"the newest features are from {newest}, {stale} sessions before the cut-off {cutoff} "
+            f"(data_refresh.max_stale_sessions allows {max_stale}): refresh the data, or train as of "
+            f"{newest} or later by at most {max_stale} sessions"
+        )
+
+
 REUSE_TAG = "stage2/reuse_version"
 REPLAY_TAG = "stage2/replay"  # a walk-forward replay's run: its reference arms are logged too
 
@@ -63,6 +80,11 @@ def ensemble_vN(
     with warehouse.connect(read_only=True) as conn:
         require_features_rule(conn, rule)
         table = conn.execute("SELECT * FROM features WHERE date <= ?", [cutoff]).df()
+    require_fresh(
+        table["date"].max() if len(table) else None,
+        cutoff,
+        settings.data_refresh.max_stale_sessions,
+    )
     split = candidate_split(table, cutoff, settings.retraining, rule)
     reused = None
     if context.run.tags.get(REUSE_TAG, "true") != "false":

@@ -32,3 +32,11 @@ def sessions_between(earlier: pd.Series, later: pd.Series) -> pd.Series:
     lo = values.searchsorted(pd.to_datetime(earlier).values, side="right")
     hi = values.searchsorted(pd.to_datetime(later).values, side="left")
     return pd.Series((hi - lo).clip(min=0), index=later.index)
+
+
+def sessions_after(last: dt.date | None, as_of: dt.date) -> int | None:
+    """NYSE sessions after ``last`` up to and including ``as_of``: how stale data ending on
+    ``last`` is as of that date (0: current). None when there is no data at all."""
+    if last is None:
+        return None
+    return len(nyse_sessions(last + dt.timedelta(days=1), as_of))
