@@ -72,6 +72,12 @@ def test_blocked_gate_stops_everything_downstream_and_keeps_validated_data(
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
     assert [(c.check_name, c.passed) for c in checks] == [("raw_bars_quality_gate", False)]
+    # the one line names how many of how many, and which symbols for what
+    description = checks[0].description
+    assert description.startswith(
+        "3 of 6 symbols failed the quality suite (50.0%; the gate allows 20%): SIM000: "
+    )
+    assert "SIM001: " in description and "SIM002: " in description
     assert materialized(result) == {"raw_bars"}
     assert query(bad, "SELECT * FROM validated_bars ORDER BY symbol, date") == before
     assert query(bad, "SELECT count(*), max(date) FROM features") == features_before
@@ -90,6 +96,30 @@ def test_quarantined_symbol_is_held_while_the_others_go_on(write_settings, insta
     assert json.loads(reasons) == [
         "date appears more than once: 2 row(s), first 2024-08-07 [unique_days]"
     ]
+
+
+def test_a_rerun_with_a_quarantined_symbol_passes_and_keeps_it_quarantined(
+    write_settings, instance
+):
+    """Rerunning a finished week brings nothing new: the quarantined symbol's raw bars are what was
+    judged, so it is not judged again, and 0 of 6 failing does not block the rerun."""
+    settings = write_settings({"data_source": {"simulated": {"warts": ["duplicate_day"]}}})
+    assert run_refresh(settings, instance, dt.date(2024, 12, 27)).success
+    validated = query(settings, "SELECT * FROM validated_bars ORDER BY symbol, date")
+    result = run_refresh(settings, instance, dt.date(2024, 12, 27))
+    assert result.success
+    (check,) = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    assert check.passed
+    assert check.metadata["still_quarantined_unchanged"].value == ["SIM000"]
+    assert check.metadata["symbols_failed"].value == 0
+    assert check.metadata["symbols_in_universe"].value == 6
+    assert query(settings, "SELECT symbol FROM quarantine") == [("SIM000",)]
+    assert query(settings, "SELECT * FROM validated_bars ORDER BY symbol, date") == validated
+    assert query(settings, "SELECT count(*) FROM validated_bars WHERE symbol = 'SIM000'") == [(0,)]
 
 
 def test_quarantine_lifts_when_the_provider_corrects_the_data(write_settings, instance):

@@ -139,13 +139,18 @@ def raw_bars_quality_gate(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=(
-            f"{len(report.errors)} of {len(report.rows)} checked symbols failed "
-            f"({report.failed_share:.1%}; the gate allows {rules.max_failed_symbol_share:.0%})"
+            report.blocked_line(rules.max_failed_symbol_share)
+            if not passed
+            else f"{len(report.errors)} of {report.universe} symbols failed "
+            f"({report.failed_share:.1%}; the gate allows {rules.max_failed_symbol_share:.0%}); "
+            f"{len(report.rows)} judged, {len(report.held)} already quarantined and unchanged"
         ),
         metadata={
             "symbols_checked": dg.MetadataValue.int(len(report.rows)),
             "bars_checked": dg.MetadataValue.int(sum(report.rows.values())),
             "symbols_failed": dg.MetadataValue.int(len(report.errors)),
+            "symbols_in_universe": dg.MetadataValue.int(report.universe),
+            "still_quarantined_unchanged": dg.MetadataValue.json(sorted(report.held)),
             "failed_share": dg.MetadataValue.float(round(report.failed_share, 4)),
             "expectations": dg.MetadataValue.int(report.expectations),
             "quarantined": md_table(quarantined),
@@ -168,9 +173,7 @@ def validated_bars(
             report, _ = evaluate_quality(conn, context.run.run_id, rules)
         if report.failed_share > rules.max_failed_symbol_share:
             raise QualityGateError(
-                f"{len(report.errors)} of {len(report.rows)} symbols failed the quality suite "
-                f"({report.failed_share:.0%} > {rules.max_failed_symbol_share:.0%}): validated_bars left "
-                f"untouched; failing: {', '.join(report.failed[:10])}"
+                f"{report.blocked_line(rules.max_failed_symbol_share)}; validated_bars left untouched"
             )
         written = apply_passing(conn, report, context.run.run_id)
     return dg.MaterializeResult(

@@ -40,6 +40,10 @@ class QualityReport:
     rows: dict[str, int] = field(default_factory=dict)
     date_range: dict[str, tuple[dt.date, dt.date]] = field(default_factory=dict)
     expectations: int = 0
+    # symbols the run is about (every symbol the store holds); the failed share is over them
+    universe: int = 0
+    # quarantined symbols whose raw bars did not change since their verdict: not judged again
+    held: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def symbols(self) -> list[str]:
@@ -51,7 +55,19 @@ class QualityReport:
 
     @property
     def failed_share(self) -> float:
-        return len(self.errors) / len(self.rows) if self.rows else 0.0
+        """Failed symbols over the universe (over the judged symbols when no universe is known):
+        a rerun or a quiet week, with little pending, is not blocked by one bad symbol."""
+        base = max(self.universe, len(self.rows))
+        return len(self.errors) / base if base else 0.0
+
+    def blocked_line(self, allowed: float) -> str:
+        """The one line a blocked gate says first: how many, of how many, which and why."""
+        named = "; ".join(f"{s}: {', '.join(r)}" for s, r in sorted(self.errors.items())[:10])
+        more = f" (and {len(self.errors) - 10} more)" if len(self.errors) > 10 else ""
+        return (
+            f"{len(self.errors)} of {max(self.universe, len(self.rows))} symbols failed the quality "
+            f"suite ({self.failed_share:.1%}; the gate allows {allowed:.0%}): {named}{more}"
+        )
 
 
 def prepare(pending: pd.DataFrame, context: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:

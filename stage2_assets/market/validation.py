@@ -2,8 +2,11 @@
 
 Pending bars are raw bars that no validated bar matches exactly: new bars, revised bars, and
 the whole history of a symbol that has never passed. Validating only them keeps each refresh's
-cost proportional to what changed; a quarantined symbol is judged again every run on its raw
-history, so it leaves quarantine by itself once its provider corrects the data.
+cost proportional to what changed. A quarantined symbol is judged again on its raw history when its
+raw bars changed since its verdict (so it leaves quarantine once its provider corrects the data);
+when they did not, the verdict stands and the symbol is not judged again, so a rerun or a quiet week
+is not blocked by a symbol that was already quarantined. The failed share is over every symbol the
+store holds.
 """
 
 from __future__ import annotations
@@ -46,12 +49,35 @@ def pending_bars(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.Data
     return pending, context
 
 
+def raw_fingerprints(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """{symbol: a fingerprint of all its raw bars} for every symbol the store holds: equal
+    fingerprints mean the same rows (row count and an order-free hash of every value)."""
+    return {
+        symbol: f"{rows}:{digest}"
+        for symbol, rows, digest in conn.execute(
+            "SELECT symbol, count(*), bit_xor(hash(date, open, high, low, close, volume)) "
+            "FROM raw_bars GROUP BY symbol"
+        ).fetchall()
+    }
+
+
 def evaluate_quality(
     conn: duckdb.DuckDBPyConnection, run_id: str, rules
 ) -> tuple[QualityReport, pd.DataFrame]:
     """Judge the pending bars by ``rules`` (data_refresh.quality), record verdicts and quarantine in one
     transaction, and return both."""
     pending, context = pending_bars(conn)
+    fingerprints = raw_fingerprints(conn)
+    held = {
+        symbol: json.loads(reasons)
+        for symbol, reasons, fingerprint in conn.execute(
+            "SELECT symbol, reasons, raw_fingerprint FROM quarantine"
+        ).fetchall()
+        if fingerprint is not None and fingerprints.get(symbol) == fingerprint
+    }
+    # a quarantined symbol whose raw bars are what was judged: the verdict stands, unjudged
+    pending = pending[~pending["symbol"].isin(held)].reset_index(drop=True)
+    context = context[~context["symbol"].isin(held)].reset_index(drop=True)
     report = validate_bars(
         pending,
         context,
@@ -60,6 +86,8 @@ def evaluate_quality(
         rules.max_missing_sessions,
         rules.max_price_ratio,
     )
+    report.held = held
+    report.universe = len(fingerprints)
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     log = pd.DataFrame(
         [
@@ -73,6 +101,7 @@ def evaluate_quality(
                 "rows_checked": report.rows[symbol],
                 "first_date": report.date_range[symbol][0],
                 "last_date": report.date_range[symbol][1],
+                "raw_fingerprint": fingerprints.get(symbol),
             }
             for symbol in report.symbols
         ],
@@ -86,20 +115,22 @@ def evaluate_quality(
             "rows_checked",
             "first_date",
             "last_date",
+            "raw_fingerprint",
         ],
     )
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.register("verdicts", log)
-        conn.execute("INSERT INTO quality_log SELECT * FROM verdicts")
+        conn.execute("INSERT INTO quality_log SELECT * EXCLUDE (raw_fingerprint) FROM verdicts")
         conn.execute(
             "DELETE FROM quarantine WHERE symbol IN (SELECT symbol FROM verdicts WHERE passed)"
         )
         conn.execute(
             """
-            INSERT INTO quarantine
-            SELECT symbol, errors, checked_at, run_id FROM verdicts WHERE NOT passed
-            ON CONFLICT (symbol) DO UPDATE SET reasons = excluded.reasons, run_id = excluded.run_id
+            INSERT INTO quarantine (symbol, reasons, since, run_id, raw_fingerprint)
+            SELECT symbol, errors, checked_at, run_id, raw_fingerprint FROM verdicts WHERE NOT passed
+            ON CONFLICT (symbol) DO UPDATE SET reasons = excluded.reasons, run_id = excluded.run_id,
+                raw_fingerprint = excluded.raw_fingerprint
             """
         )
         conn.unregister("verdicts")
@@ -119,6 +150,7 @@ def load_report(conn: duckdb.DuckDBPyConnection, run_id: str) -> QualityReport |
     if not rows:
         return None
     report = QualityReport()
+    report.universe = len(raw_fingerprints(conn))
     for symbol, passed, errors, warnings, count, first, last in rows:
         report.rows[symbol] = count
         report.date_range[symbol] = (first, last)

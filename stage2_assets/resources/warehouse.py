@@ -34,6 +34,7 @@ _ADDED = {
         "decided_on DATE",
     ),
     "degradation_log": ("recent_days INTEGER", "baseline_days INTEGER"),
+    "quarantine": ("raw_fingerprint VARCHAR",),
     "model_performance": (
         "always_up_accuracy DOUBLE",
         "climatology DOUBLE",
