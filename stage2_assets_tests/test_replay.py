@@ -272,3 +272,29 @@ def test_a_promotion_counts_for_a_regime_only_once_most_of_its_window_is_in_it()
     none_yet = _regime_change(change, served[:2], cutoffs, data_window_days=60)
     assert none_yet["weeks_to_promotion"] is None
     assert none_yet["weeks_to_first_promotion_trained_after"] == 3
+
+
+def test_a_replay_before_any_production_reports_a_note_not_a_crash(tmp_path):
+    """Weeks in which the bootstrap refused every candidate: no arm has a model, nothing logged."""
+    import pandas as pd
+
+    from stage2_assets.replay.evaluation import evaluate
+
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"))
+    with warehouse.connect() as conn:
+        conn.execute(
+            "INSERT INTO features (symbol, date, label, fwd_return, label_date) "
+            "VALUES ('AAA', '2019-01-07', 1, 0.01, '2019-01-09')"
+        )
+    weeks = pd.DataFrame(
+        {
+            "week": ["2019-01-06"],
+            "as_of": [dt.date(2019, 1, 12)],
+            "status": ["done"],
+            "reason": [None],
+        }
+    )
+    report = evaluate(warehouse, ModelStore(root=str(tmp_path / "models")), weeks, 5.0, 100)
+    assert report["rows"] == 0 and report["arms"] == {}
+    assert "first production model came too late" in report["note"]
+    assert report["unlogged_rows"] == {"adaptive": 0, "frozen": 0, "always_promote": 0}

@@ -64,7 +64,14 @@ def _logged(
     """The logged P(up) of ``versions`` on the days from ``first`` to ``last``."""
     columns = ["model_version", "symbol", "date", "prob_up"]
     if not versions:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(
+            {
+                "model_version": pd.Series(dtype=object),
+                "symbol": pd.Series(dtype=object),
+                "date": pd.Series(dtype="datetime64[ns]"),
+                "prob_up": pd.Series(dtype=float),
+            }
+        )
     marks = ", ".join("?" for _ in versions)
     with warehouse.connect(read_only=True) as conn:
         out = conn.execute(
