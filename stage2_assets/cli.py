@@ -484,11 +484,27 @@ def _same_number(a, b) -> bool:
 
 def cmd_replay(args, settings) -> int:
     from stage2_assets.replay.report import render_replay, replay_title, summary_lines
-    from stage2_assets.replay.runner import replay_report, run_replay
+    from stage2_assets.replay.runner import (
+        recorded_weeks,
+        replay_report,
+        replay_weeks,
+        run_replay,
+    )
+    from stage2_assets.resources.warehouse import Warehouse
 
     def progress(week, as_of, status, seconds):
         print(f"week {week} (as of {as_of}): {status} in {seconds:.1f} s", flush=True)
 
+    if settings.warehouse_path.exists():
+        recorded = recorded_weeks(Warehouse(database=str(settings.warehouse_path)))
+        done = {(r.week, str(r.as_of)[:10]) for r in recorded.itertuples()}
+        weeks = replay_weeks(settings, args.from_date, args.to_date)
+        skipped = sum((key, as_of.isoformat()) in done for key, as_of in weeks)
+        if skipped:
+            print(
+                f"resuming: {skipped} of {len(weeks)} weeks already recorded in replay_log, skipped",
+                flush=True,
+            )
     log = run_replay(settings, args.from_date, args.to_date, on_week=progress)
     report = replay_report(settings, log, args.from_date, args.to_date)
     if args.json_out:

@@ -298,3 +298,18 @@ def test_a_replay_before_any_production_reports_a_note_not_a_crash(tmp_path):
     assert report["rows"] == 0 and report["arms"] == {}
     assert "first production model came too late" in report["note"]
     assert report["unlogged_rows"] == {"adaptive": 0, "frozen": 0, "always_promote": 0}
+
+
+def test_rerunning_a_finished_replay_says_it_resumes_and_gives_the_same_report(
+    replays, capsys, monkeypatch
+):
+    root, whole, _ = replays
+    monkeypatch.setenv("DAGSTER_HOME", str(root / "whole" / "dagster_home"))
+    assert _replay(whole, root / "whole", name="again") == 0
+    assert (
+        "resuming: 22 of 22 weeks already recorded in replay_log, skipped"
+        in capsys.readouterr().out
+    )
+    assert (root / "whole" / "again.json").read_bytes() == (
+        root / "whole" / "replay.json"
+    ).read_bytes()
