@@ -85,6 +85,8 @@ def store_fetched(
         stats = (
             _write_changes(conn, incoming, run_id, now) if incoming is not None else pd.DataFrame()
         )
+        if incoming is not None:
+            _replace_quarantined_history(conn, incoming, run_id, now)
         log = _log_rows(fetched, starts, stats, run_id, as_of, now)
         conn.register("refresh_log_rows", log)
         fault_point("refresh_insert")  # bars written, transaction still open
@@ -99,6 +101,55 @@ def store_fetched(
         conn.execute("ROLLBACK")
         raise
     return log
+
+
+def _replace_quarantined_history(
+    conn: duckdb.DuckDBPyConnection, incoming: pd.DataFrame, run_id: str, now
+) -> int:
+    """A quarantined symbol is fetched whole: its raw history becomes what the source says now.
+
+    Stored rows of the fetched span that the source no longer delivers (a duplicate day it has
+    dropped, a bar it no longer has) move to ``raw_bars_replaced`` with the run that replaced them;
+    rows equal to a delivered bar stay, as many times as it is delivered. Returns the rows moved."""
+    whole = {r[0] for r in conn.execute("SELECT symbol FROM quarantine").fetchall()}
+    part = incoming[incoming["symbol"].isin(whole)]
+    if part.empty:
+        return 0
+    conn.register("whole_incoming", part.assign(date=part["date"].dt.date))
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE doomed AS
+        WITH spans AS (
+            SELECT symbol, min(date) AS first, max(date) AS last FROM whole_incoming GROUP BY symbol
+        ), delivered AS (
+            SELECT symbol, date, open, high, low, close, volume, count(*) AS copies
+            FROM whole_incoming GROUP BY ALL
+        ), stored AS (
+            SELECT s.rowid AS rid, coalesce(i.copies, 0) AS copies,
+                   row_number() OVER (
+                       PARTITION BY s.symbol, s.date, s.open, s.high, s.low, s.close, s.volume
+                       ORDER BY s.rowid
+                   ) AS n
+            FROM raw_bars s
+            JOIN spans w ON s.symbol = w.symbol AND s.date >= w.first AND s.date <= w.last
+            LEFT JOIN delivered i ON i.symbol = s.symbol AND i.date = s.date AND {_SAME_VALUES}
+        )
+        SELECT rid FROM stored WHERE n > copies
+        """
+    )
+    (moved,) = conn.execute("SELECT count(*) FROM doomed").fetchone()
+    if moved:
+        conn.execute(
+            """
+            INSERT INTO raw_bars_replaced
+            SELECT r.*, ?, ? FROM raw_bars r WHERE r.rowid IN (SELECT rid FROM doomed)
+            """,
+            [now, run_id],
+        )
+        conn.execute("DELETE FROM raw_bars WHERE rowid IN (SELECT rid FROM doomed)")
+    conn.execute("DROP TABLE doomed")
+    conn.unregister("whole_incoming")
+    return int(moved)
 
 
 def _write_changes(

@@ -54,6 +54,12 @@ CREATE TABLE IF NOT EXISTS raw_bars (
     open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE,
     source VARCHAR NOT NULL, run_id VARCHAR, fetched_at TIMESTAMP
 );
+CREATE TABLE IF NOT EXISTS raw_bars_replaced (
+    symbol VARCHAR NOT NULL, date DATE NOT NULL,
+    open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE,
+    source VARCHAR NOT NULL, run_id VARCHAR, fetched_at TIMESTAMP,
+    replaced_at TIMESTAMP, replaced_by_run VARCHAR
+);
 CREATE TABLE IF NOT EXISTS refresh_log (
     run_id VARCHAR, symbol VARCHAR, as_of DATE, requested_start DATE,
     fetched INTEGER, new INTEGER, revised INTEGER, first_date DATE, last_date DATE,

@@ -1,0 +1,89 @@
+"""A corrected file releases its symbol: a quarantined symbol is fetched whole, its raw history
+becomes what the source says now, and what it no longer says is kept in an audit table.
+Real bars of six symbols from ../shared/market-data."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from stage2_assets.cli import main
+from stage2_assets.resources.warehouse import Warehouse
+from stage2_assets_tests.conftest import make_project, write_csv
+
+SYMBOLS = ("AAPL", "JPM", "CAT", "DIS", "AEP", "ABT")
+BAD = "AEP"
+
+
+def _query(settings, sql):
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.fixture
+def project(tmp_path, market_data_dir, monkeypatch):
+    folder = tmp_path / "csv"
+    frames = {s: pd.read_csv(market_data_dir / f"{s}.csv") for s in SYMBOLS}
+    settings, home = make_project(
+        tmp_path / "project",
+        {
+            "data_source": {"kind": "csv", "path": str(folder), "symbols": list(SYMBOLS)},
+            "data_refresh": {"history_start": "2018-06-01"},
+        },
+    )
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return settings, folder, frames
+
+
+def test_a_corrected_file_releases_its_symbol_and_the_replaced_rows_are_audited(project, capsys):
+    settings, folder, frames = project
+    config = ["--config", str(settings.config_path)]
+    for symbol, frame in frames.items():
+        write_csv(folder, symbol, frame[frame["date"] <= "2019-06-21"])
+    # the feed sends 2019-06-03 twice for AEP, the second time with another close
+    bad = frames[BAD][frames[BAD]["date"] <= "2019-06-21"]
+    twice = bad[bad["date"] == "2019-06-03"].assign(close=lambda f: f["close"] * 1.1)
+    write_csv(folder, BAD, pd.concat([bad, twice]).sort_values("date", kind="stable"))
+    assert main([*config, "refresh", "--as-of", "2019-06-21"]) == 0
+    assert _query(settings, "SELECT symbol FROM quarantine") == [(BAD,)]
+    assert _query(
+        settings, f"SELECT count(*) FROM raw_bars WHERE symbol = '{BAD}' AND date = '2019-06-03'"
+    ) == [(2,)]
+
+    # the vendor fixes the file; the next week's refresh releases AEP
+    for symbol, frame in frames.items():
+        write_csv(folder, symbol, frame[frame["date"] <= "2019-06-28"])
+    assert main([*config, "refresh", "--as-of", "2019-06-28"]) == 0
+    assert _query(settings, "SELECT count(*) FROM quarantine") == [(0,)]
+    assert _query(
+        settings, f"SELECT count(*) FROM raw_bars WHERE symbol = '{BAD}' AND date = '2019-06-03'"
+    ) == [(1,)]
+    ((close,),) = _query(
+        settings, f"SELECT close FROM validated_bars WHERE symbol = '{BAD}' AND date = '2019-06-03'"
+    )
+    original = frames[BAD].set_index("date").loc["2019-06-03", "close"]
+    assert close == pytest.approx(original)
+    assert (
+        _query(settings, f"SELECT max(date) FROM validated_bars WHERE symbol = '{BAD}'")[0][
+            0
+        ].isoformat()
+        == "2019-06-28"
+    )
+    # exactly the bad row was moved aside, with the run that replaced it
+    replaced = _query(
+        settings, "SELECT symbol, date, close, replaced_by_run FROM raw_bars_replaced"
+    )
+    assert len(replaced) == 1
+    symbol, day, moved_close, run = replaced[0]
+    assert (symbol, day.isoformat()) == (BAD, "2019-06-03") and run
+    assert moved_close == pytest.approx(original * 1.1)
+    # the other symbols' raw history was not touched by the replacement
+    assert (
+        _query(settings, "SELECT count(*) FROM raw_bars GROUP BY symbol, date HAVING count(*) > 1")
+        == []
+    )
+    capsys.readouterr()
+    assert main([*config, "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["quarantine"] == []
