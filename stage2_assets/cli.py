@@ -57,6 +57,28 @@ def _check_as_of(settings, day: dt.date | None) -> None:
         )
 
 
+def _report_full(settings, run_id: str, named: list[str]) -> None:
+    from stage2_assets.resources.warehouse import Warehouse
+
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        symbols, revised = conn.execute(
+            "SELECT count(DISTINCT symbol), coalesce(sum(revised), 0) FROM refresh_log WHERE run_id = ?",
+            [run_id],
+        ).fetchone()
+        per_symbol = conn.execute(
+            "SELECT symbol, revised FROM refresh_log WHERE run_id = ? AND revised > 0 ORDER BY symbol",
+            [run_id],
+        ).fetchall()
+        (moved,) = conn.execute(
+            "SELECT count(*) FROM raw_bars_replaced WHERE replaced_by_run = ?", [run_id]
+        ).fetchone()
+    listed = ", ".join(f"{s} {n}" for s, n in per_symbol) or "none"
+    print(
+        f"full re-fetch of {len(named) or symbols} symbols: {revised} bars revised ({listed}); "
+        f"{moved} stored rows replaced, kept in raw_bars_replaced"
+    )
+
+
 def _newest_feature_date(settings) -> dt.date | None:
     from stage2_assets.resources.warehouse import Warehouse
 
@@ -106,9 +128,19 @@ def _report_run(result, job_name: str) -> int:
 
 
 def cmd_refresh(args, settings) -> int:
+    from stage2_assets.assets.market_data import FULL_TAG
+    from stage2_assets.names import validate_symbol
+
     _check_as_of(settings, args.as_of)
-    result = run_job(settings, "refresh_market_data", args.as_of, log_level=args.log_level)
+    tags = {}
+    if args.full is not None:
+        tags[FULL_TAG] = ",".join(validate_symbol(s) for s in args.full) if args.full else "*"
+    result = run_job(
+        settings, "refresh_market_data", args.as_of, extra_tags=tags, log_level=args.log_level
+    )
     code = _report_run(result, "refresh_market_data")
+    if args.full is not None and code == 0:
+        _report_full(settings, result.run_id, [s.upper() for s in args.full])
     _warn_stale(settings, args.as_of)
     return code
 
@@ -678,6 +710,12 @@ def build_parser() -> argparse.ArgumentParser:
         "refresh", help="fetch new bars, gate them, recompute features (refresh_market_data)"
     )
     refresh.add_argument("--as-of", type=_date, help="answer as of this date (default: today)")
+    refresh.add_argument(
+        "--full",
+        nargs="*",
+        metavar="SYMBOL",
+        help="re-fetch whole histories (every symbol, or the ones named) and report what was revised",
+    )
     refresh.set_defaults(func=cmd_refresh)
     weekly = sub.add_parser(
         "weekly", help="run one week of the adaptation loop (weekly_adaptation)"

@@ -87,3 +87,34 @@ def test_a_corrected_file_releases_its_symbol_and_the_replaced_rows_are_audited(
     capsys.readouterr()
     assert main([*config, "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["quarantine"] == []
+
+
+def test_refresh_full_picks_up_a_revision_older_than_the_overlap(project, capsys):
+    """A close revised 100 days back is never seen by the weekly overlap; `--full` re-fetches the
+    whole history, replaces the bar and keeps the old one for the audit."""
+    settings, folder, frames = project
+    config = ["--config", str(settings.config_path)]
+    for symbol, frame in frames.items():
+        write_csv(folder, symbol, frame[frame["date"] <= "2019-06-21"])
+    assert main([*config, "refresh", "--as-of", "2019-06-21"]) == 0
+    old = frames["CAT"].set_index("date").loc["2019-02-01", "close"]
+    revised = frames["CAT"].assign(
+        close=lambda f: f["close"].where(f["date"] != "2019-02-01", round(old * 1.01, 2))
+    )
+    write_csv(folder, "CAT", revised[revised["date"] <= "2019-06-21"])
+    cat = "SELECT close FROM {} WHERE symbol = 'CAT' AND date = '2019-02-01'"
+    assert main([*config, "refresh", "--as-of", "2019-06-21"]) == 0  # the overlap: 5 days
+    assert _query(settings, cat.format("raw_bars")) == [(pytest.approx(old),)]
+    capsys.readouterr()
+    assert main([*config, "refresh", "--as-of", "2019-06-21", "--full", "CAT"]) == 0
+    out = capsys.readouterr().out
+    assert "full re-fetch of 1 symbols: 1 bars revised (CAT 1); 1 stored rows replaced" in out
+    assert _query(settings, cat.format("raw_bars")) == [(pytest.approx(round(old * 1.01, 2)),)]
+    assert _query(settings, cat.format("validated_bars")) == [
+        (pytest.approx(round(old * 1.01, 2)),)
+    ]
+    assert _query(settings, "SELECT symbol, close FROM raw_bars_replaced") == [
+        ("CAT", pytest.approx(old))
+    ]
+    assert main([*config, "refresh", "--as-of", "2019-06-21", "--full", "ZZZZ"]) == 1
+    assert "--full names ZZZZ, not in this config's universe" in capsys.readouterr().err

@@ -74,6 +74,7 @@ def raw_bars(
     settings = stage2_settings.get()
     as_of = as_of_date(context)
     symbols = configured_symbols(settings, market_data)
+    full = full_refresh_symbols(context.run.tags.get(FULL_TAG), symbols)
     with warehouse.connect() as conn:
         ensure_same_source(conn, market_data.kind, warehouse.database)
         starts = plan_starts(
@@ -82,12 +83,15 @@ def raw_bars(
             settings.data_refresh.history_start,
             settings.data_refresh.overlap_days,
             as_of,
+            full,
         )
     started = time.perf_counter()
     fetched = market_data.fetch(starts, as_of)
     fetch_seconds = time.perf_counter() - started
     with warehouse.connect() as conn:
-        log = store_fetched(conn, fetched, starts, market_data.kind, context.run.run_id, as_of)
+        log = store_fetched(
+            conn, fetched, starts, market_data.kind, context.run.run_id, as_of, full
+        )
     summary = summarize_log(log)
     for symbol, error in fetched.errors.items():
         context.log.warning(f"refresh of {symbol} failed: {error}")
@@ -111,6 +115,24 @@ def raw_bars(
             "table": dg.MetadataValue.json(table_summary(warehouse, "raw_bars")),
         }
     )
+
+
+FULL_TAG = "stage2/full_refresh"  # "*" (every symbol) or a comma-separated list: whole histories
+
+
+def full_refresh_symbols(tag: str | None, symbols: list[str]) -> list[str]:
+    """The symbols a run re-fetches whole (`stage2 refresh --full`); names are checked."""
+    if not tag:
+        return []
+    if tag == "*":
+        return list(symbols)
+    named = [validate_symbol(s) for s in tag.split(",") if s]
+    unknown = sorted(set(named) - set(symbols))
+    if unknown:
+        raise DataSourceError(
+            f"--full names {', '.join(unknown)}, not in this config's universe ({len(symbols)} symbols)"
+        )
+    return named
 
 
 @dg.asset_check(

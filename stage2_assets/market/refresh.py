@@ -45,12 +45,14 @@ def plan_starts(
     history_start: dt.date,
     overlap_days: int,
     as_of: dt.date,
+    full: Iterable[str] = (),
 ) -> dict[str, dt.date]:
     """First date to fetch per symbol: after the last stored bar less the overlap, or history_start.
 
     A quarantined symbol is asked for its whole history again, so a provider's correction of an old
     bar arrives as a revision and releases it. Bars after ``as_of`` already in the store (a replay of
-    an earlier week) are never re-asked for.
+    an earlier week) are never re-asked for. Symbols in ``full`` (`stage2 refresh --full`) are asked
+    for their whole history too.
     """
     quarantined = {row[0] for row in conn.execute("SELECT symbol FROM quarantine").fetchall()}
     last = dict(
@@ -59,9 +61,10 @@ def plan_starts(
         ).fetchall()
     )
     starts = {}
+    whole = quarantined | set(full)
     for symbol in symbols:
         stored_last = last.get(symbol)
-        if stored_last is None or symbol in quarantined:
+        if stored_last is None or symbol in whole:
             starts[symbol] = history_start
         else:
             starts[symbol] = max(history_start, stored_last - dt.timedelta(days=overlap_days))
@@ -75,8 +78,10 @@ def store_fetched(
     source: str,
     run_id: str,
     as_of: dt.date,
+    full: Iterable[str] = (),
 ) -> pd.DataFrame:
-    """Write new and revised bars and the refresh log in one transaction; return the log rows."""
+    """Write new and revised bars and the refresh log in one transaction; return the log rows.
+    Quarantined symbols and those in ``full`` were fetched whole: their raw history is replaced."""
     frames = [f for f in fetched.bars.values() if not f.empty]
     incoming = pd.concat(frames, ignore_index=True)[STORED_COLUMNS] if frames else None
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
@@ -86,7 +91,7 @@ def store_fetched(
             _write_changes(conn, incoming, run_id, now) if incoming is not None else pd.DataFrame()
         )
         if incoming is not None:
-            _replace_quarantined_history(conn, incoming, run_id, now)
+            _replace_history(conn, incoming, run_id, now, set(full))
         log = _log_rows(fetched, starts, stats, run_id, as_of, now)
         conn.register("refresh_log_rows", log)
         fault_point("refresh_insert")  # bars written, transaction still open
@@ -103,15 +108,16 @@ def store_fetched(
     return log
 
 
-def _replace_quarantined_history(
-    conn: duckdb.DuckDBPyConnection, incoming: pd.DataFrame, run_id: str, now
+def _replace_history(
+    conn: duckdb.DuckDBPyConnection, incoming: pd.DataFrame, run_id: str, now, full: set[str]
 ) -> int:
-    """A quarantined symbol is fetched whole: its raw history becomes what the source says now.
+    """A quarantined symbol, or one named for a full re-fetch, is fetched whole: its raw history
+    becomes what the source says now.
 
     Stored rows of the fetched span that the source no longer delivers (a duplicate day it has
     dropped, a bar it no longer has) move to ``raw_bars_replaced`` with the run that replaced them;
     rows equal to a delivered bar stay, as many times as it is delivered. Returns the rows moved."""
-    whole = {r[0] for r in conn.execute("SELECT symbol FROM quarantine").fetchall()}
+    whole = {r[0] for r in conn.execute("SELECT symbol FROM quarantine").fetchall()} | full
     part = incoming[incoming["symbol"].isin(whole)]
     if part.empty:
         return 0
@@ -180,6 +186,14 @@ def _write_changes(
         GROUP BY i.symbol
         """
     ).df()
+    # the bars a revision replaces are kept for the audit, with the run that replaced them
+    conn.execute(
+        """
+        INSERT INTO raw_bars_replaced
+        SELECT r.*, ?, ? FROM raw_bars r JOIN changed_keys k ON r.symbol = k.symbol AND r.date = k.date
+        """,
+        [now, run_id],
+    )
     conn.execute(
         "DELETE FROM raw_bars r USING changed_keys k WHERE r.symbol = k.symbol AND r.date = k.date"
     )
