@@ -115,11 +115,63 @@ def test_a_rerun_with_a_quarantined_symbol_passes_and_keeps_it_quarantined(
     ]
     assert check.passed
     assert check.metadata["still_quarantined_unchanged"].value == ["SIM000"]
-    assert check.metadata["symbols_failed"].value == 0
+    assert check.metadata["symbols_failed"].value == 0  # judged now
+    assert check.metadata["symbols_quarantined"].value == 1  # 1 of 6: under the gate's 20%
     assert check.metadata["symbols_in_universe"].value == 6
     assert query(settings, "SELECT symbol FROM quarantine") == [("SIM000",)]
     assert query(settings, "SELECT * FROM validated_bars ORDER BY symbol, date") == validated
     assert query(settings, "SELECT count(*) FROM validated_bars WHERE symbol = 'SIM000'") == [(0,)]
+
+
+def test_a_blocked_gate_stays_blocked_when_run_again_on_the_same_data(write_settings, instance):
+    settings = write_settings()
+    assert run_refresh(settings, instance, dt.date(2024, 6, 28)).success
+    bad = write_settings(
+        {"data_source": {"simulated": {"warts": ["zero_price", "nan_close", "bad_high"]}}}
+    )
+    assert not run_refresh(bad, instance, dt.date(2024, 12, 27)).success
+    again = run_refresh(bad, instance, dt.date(2024, 12, 27))
+    assert not again.success  # the three quarantined symbols are unchanged and still count
+    (check,) = [
+        e.event_specific_data
+        for e in again.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    assert check.description.startswith("3 of 6 symbols failed the quality suite (50.0%")
+    assert "(unchanged since its quarantine)" in check.description
+
+
+def test_a_second_copy_of_a_validated_day_is_judged_beside_the_first(write_settings, instance):
+    """A feed that adds another copy of an already validated day, with another close: both copies
+    are judged together, so the unique-days rule sees the duplicate and quarantines the symbol."""
+    settings = write_settings()
+    assert run_refresh(settings, instance, dt.date(2024, 6, 28)).success
+    with Warehouse(database=str(settings.warehouse_path)).connect() as conn:
+        conn.execute(
+            "INSERT INTO raw_bars SELECT symbol, date, open, high, low, close * 1.001, volume, source, run_id, fetched_at "
+            "FROM raw_bars WHERE symbol = 'SIM003' AND date = '2024-06-20'"
+        )
+    before = query(
+        settings, "SELECT close FROM validated_bars WHERE symbol = 'SIM003' AND date = '2024-06-20'"
+    )
+    assert run_refresh(settings, instance, dt.date(2024, 6, 28)).success
+    ((reasons,),) = query(settings, "SELECT reasons FROM quarantine WHERE symbol = 'SIM003'")
+    assert "date appears more than once" in reasons
+    assert (
+        query(
+            settings,
+            "SELECT close FROM validated_bars WHERE symbol = 'SIM003' AND date = '2024-06-20'",
+        )
+        == before
+    )
+    # the feed never delivers that copy again: the quarantined symbol is fetched whole, the copy
+    # moves to the audit table, and the symbol, judged again on its whole history, is released
+    # although its remaining rows equal the validated ones
+    assert run_refresh(settings, instance, dt.date(2024, 6, 28)).success
+    assert query(settings, "SELECT count(*) FROM quarantine") == [(0,)]
+    assert query(settings, "SELECT symbol, date FROM raw_bars_replaced") == [
+        ("SIM003", dt.date(2024, 6, 20))
+    ]
 
 
 def test_quarantine_lifts_when_the_provider_corrects_the_data(write_settings, instance):

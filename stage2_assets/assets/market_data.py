@@ -163,14 +163,16 @@ def raw_bars_quality_gate(
         description=(
             report.blocked_line(rules.max_failed_symbol_share)
             if not passed
-            else f"{len(report.errors)} of {report.universe} symbols failed "
-            f"({report.failed_share:.1%}; the gate allows {rules.max_failed_symbol_share:.0%}); "
-            f"{len(report.rows)} judged, {len(report.held)} already quarantined and unchanged"
+            else f"{len(report.failing)} of {report.universe} symbols quarantined "
+            f"({report.failed_share:.1%}; the gate allows {rules.max_failed_symbol_share:.0%}): "
+            f"{len(report.errors)} failed of {len(report.rows)} judged, {len(report.held)} "
+            "unchanged since their quarantine"
         ),
         metadata={
             "symbols_checked": dg.MetadataValue.int(len(report.rows)),
             "bars_checked": dg.MetadataValue.int(sum(report.rows.values())),
             "symbols_failed": dg.MetadataValue.int(len(report.errors)),
+            "symbols_quarantined": dg.MetadataValue.int(len(report.failing)),
             "symbols_in_universe": dg.MetadataValue.int(report.universe),
             "still_quarantined_unchanged": dg.MetadataValue.json(sorted(report.held)),
             "failed_share": dg.MetadataValue.float(round(report.failed_share, 4)),

@@ -54,18 +54,28 @@ class QualityReport:
         return sorted(self.errors)
 
     @property
+    def failing(self) -> dict[str, list[str]]:
+        """Every symbol quarantined after this run: failed now, or held from before (unchanged)."""
+        return {**self.held, **self.errors}
+
+    @property
     def failed_share(self) -> float:
-        """Failed symbols over the universe (over the judged symbols when no universe is known):
-        a rerun or a quiet week, with little pending, is not blocked by one bad symbol."""
+        """Failing symbols (held ones included) over the universe (over the judged symbols when no
+        universe is known): a rerun or a quiet week is not blocked by one bad symbol, and a
+        blocked gate stays blocked when it is run again on the same data."""
         base = max(self.universe, len(self.rows))
-        return len(self.errors) / base if base else 0.0
+        return len(self.failing) / base if base else 0.0
 
     def blocked_line(self, allowed: float) -> str:
         """The one line a blocked gate says first: how many, of how many, which and why."""
-        named = "; ".join(f"{s}: {', '.join(r)}" for s, r in sorted(self.errors.items())[:10])
-        more = f" (and {len(self.errors) - 10} more)" if len(self.errors) > 10 else ""
+        failing = sorted(self.failing.items())
+        named = "; ".join(
+            f"{s}: {', '.join(r)}{' (unchanged since its quarantine)' if s in self.held and s not in self.errors else ''}"
+            for s, r in failing[:10]
+        )
+        more = f" (and {len(failing) - 10} more)" if len(failing) > 10 else ""
         return (
-            f"{len(self.errors)} of {max(self.universe, len(self.rows))} symbols failed the quality "
+            f"{len(failing)} of {max(self.universe, len(self.rows))} symbols failed the quality "
             f"suite ({self.failed_share:.1%}; the gate allows {allowed:.0%}): {named}{more}"
         )
 

@@ -25,11 +25,16 @@ _SAME = " AND ".join(f"r.{c} IS NOT DISTINCT FROM v.{c}" for c in _VALUES)
 
 def pending_bars(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(pending raw bars, the last validated bar of each pending symbol before its first pending date)."""
+    # every raw row of a day on which some raw row differs from the validated bar: a second copy
+    # of a day is judged beside the first, so the unique-days rule sees both
     pending = conn.execute(
         f"""
+        WITH changed AS (
+            SELECT DISTINCT r.symbol, r.date FROM raw_bars r
+            WHERE NOT EXISTS (SELECT 1 FROM validated_bars v WHERE v.symbol = r.symbol AND v.date = r.date AND {_SAME})
+        )
         SELECT r.symbol, r.date, r.open, r.high, r.low, r.close, r.volume, r.source
-        FROM raw_bars r
-        WHERE NOT EXISTS (SELECT 1 FROM validated_bars v WHERE v.symbol = r.symbol AND v.date = r.date AND {_SAME})
+        FROM raw_bars r JOIN changed c ON c.symbol = r.symbol AND c.date = r.date
         ORDER BY r.symbol, r.date
         """
     ).df()
@@ -78,6 +83,23 @@ def evaluate_quality(
     # a quarantined symbol whose raw bars are what was judged: the verdict stands, unjudged
     pending = pending[~pending["symbol"].isin(held)].reset_index(drop=True)
     context = context[~context["symbol"].isin(held)].reset_index(drop=True)
+    # one whose raw bars changed (a correction) is judged again on its whole raw history, even
+    # where the corrected rows equal validated ones, so a correction can release it
+    rejudge = [
+        s for (s,) in conn.execute("SELECT symbol FROM quarantine").fetchall() if s not in held
+    ]
+    if rejudge:
+        marks = ", ".join("?" for _ in rejudge)
+        whole = conn.execute(
+            f"SELECT symbol, date, open, high, low, close, volume, source FROM raw_bars "
+            f"WHERE symbol IN ({marks}) ORDER BY symbol, date",
+            rejudge,
+        ).df()
+        whole["date"] = pd.to_datetime(whole["date"]).astype("datetime64[ns]")
+        pending = pd.concat(
+            [pending[~pending["symbol"].isin(rejudge)], whole], ignore_index=True
+        ).sort_values(["symbol", "date"], kind="stable", ignore_index=True)
+        context = context[~context["symbol"].isin(rejudge)].reset_index(drop=True)
     report = validate_bars(
         pending,
         context,
