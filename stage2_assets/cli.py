@@ -364,6 +364,7 @@ def cmd_predict(args, settings) -> int:
             "SELECT * FROM features WHERE date <= ? QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY date DESC) = 1 ORDER BY symbol",
             [day],
         ).df()
+        held = dict(conn.execute("SELECT symbol, reasons FROM quarantine").fetchall())
     if rows.empty:
         raise Stage2Error(f"no features on or before {day}: run `stage2 refresh` first")
     out = predictor.predict(rows)
@@ -373,6 +374,8 @@ def cmd_predict(args, settings) -> int:
             "date": str(r.date)[:10],
             "prob_up": round(float(r.prob_up), 6),
             "confidence": round(float(r.confidence), 6),
+            # quarantined now: its features stop at its last validated bar
+            "quarantined": r.symbol in held,
         }
         for r in out.itertuples()
     ]
@@ -405,8 +408,13 @@ def cmd_predict(args, settings) -> int:
                 file=sys.stderr,
             )
         for r in records:
+            note = (
+                f"  QUARANTINED: {', '.join(json.loads(held[r['symbol']]))}"
+                if r["quarantined"]
+                else ""
+            )
             print(
-                f"{r['symbol']:<8} {r['date']}  P(up) {r['prob_up']:.4f}  confidence {r['confidence']:.4f}"
+                f"{r['symbol']:<8} {r['date']}  P(up) {r['prob_up']:.4f}  confidence {r['confidence']:.4f}{note}"
             )
     return 0
 

@@ -41,45 +41,50 @@ def test_a_corrected_file_releases_its_symbol_and_the_replaced_rows_are_audited(
     settings, folder, frames = project
     config = ["--config", str(settings.config_path)]
     for symbol, frame in frames.items():
+        write_csv(folder, symbol, frame[frame["date"] <= "2019-06-14"])
+    assert main([*config, "refresh", "--as-of", "2019-06-14"]) == 0
+    # the next week the feed sends 2019-06-19 twice for AEP, the second time with another close
+    for symbol, frame in frames.items():
         write_csv(folder, symbol, frame[frame["date"] <= "2019-06-21"])
-    # the feed sends 2019-06-03 twice for AEP, the second time with another close
     bad = frames[BAD][frames[BAD]["date"] <= "2019-06-21"]
-    twice = bad[bad["date"] == "2019-06-03"].assign(close=lambda f: f["close"] * 1.1)
+    twice = bad[bad["date"] == "2019-06-19"].assign(close=lambda f: f["close"] * 1.1)
     write_csv(folder, BAD, pd.concat([bad, twice]).sort_values("date", kind="stable"))
     assert main([*config, "refresh", "--as-of", "2019-06-21"]) == 0
     assert _query(settings, "SELECT symbol FROM quarantine") == [(BAD,)]
-    assert _query(
-        settings, f"SELECT count(*) FROM raw_bars WHERE symbol = '{BAD}' AND date = '2019-06-03'"
-    ) == [(2,)]
+    day = f"symbol = '{BAD}' AND date = '2019-06-19'"
+    assert _query(settings, f"SELECT count(*) FROM raw_bars WHERE {day}") == [(2,)]
+
+    # predict marks the quarantined symbol: its features stop at its last validated bar
+    assert main([*config, "train", "--as-of", "2019-06-21"]) == 0
+    version = capsys.readouterr().out.strip().split()[-1]
+    assert main([*config, "predict", "--version", version, "--as-of", "2019-06-21", "--json"]) == 0
+    rows = {r["symbol"]: r for r in json.loads(capsys.readouterr().out)["predictions"]}
+    assert {s: r["quarantined"] for s, r in rows.items()} == {s: s == BAD for s in SYMBOLS}
+    assert rows[BAD]["date"] == "2019-06-14" and rows["AAPL"]["date"] == "2019-06-21"
+    assert main([*config, "predict", "--version", version, "--as-of", "2019-06-21"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(BAD))
+    assert "QUARANTINED: " in line and "date appears more than once" in line
 
     # the vendor fixes the file; the next week's refresh releases AEP
     for symbol, frame in frames.items():
         write_csv(folder, symbol, frame[frame["date"] <= "2019-06-28"])
     assert main([*config, "refresh", "--as-of", "2019-06-28"]) == 0
     assert _query(settings, "SELECT count(*) FROM quarantine") == [(0,)]
-    assert _query(
-        settings, f"SELECT count(*) FROM raw_bars WHERE symbol = '{BAD}' AND date = '2019-06-03'"
-    ) == [(1,)]
-    ((close,),) = _query(
-        settings, f"SELECT close FROM validated_bars WHERE symbol = '{BAD}' AND date = '2019-06-03'"
-    )
-    original = frames[BAD].set_index("date").loc["2019-06-03", "close"]
+    assert _query(settings, f"SELECT count(*) FROM raw_bars WHERE {day}") == [(1,)]
+    ((close,),) = _query(settings, f"SELECT close FROM validated_bars WHERE {day}")
+    original = frames[BAD].set_index("date").loc["2019-06-19", "close"]
     assert close == pytest.approx(original)
-    assert (
-        _query(settings, f"SELECT max(date) FROM validated_bars WHERE symbol = '{BAD}'")[0][
-            0
-        ].isoformat()
-        == "2019-06-28"
-    )
+    ((last,),) = _query(settings, f"SELECT max(date) FROM validated_bars WHERE symbol = '{BAD}'")
+    assert last.isoformat() == "2019-06-28"
     # exactly the bad row was moved aside, with the run that replaced it
     replaced = _query(
         settings, "SELECT symbol, date, close, replaced_by_run FROM raw_bars_replaced"
     )
     assert len(replaced) == 1
-    symbol, day, moved_close, run = replaced[0]
-    assert (symbol, day.isoformat()) == (BAD, "2019-06-03") and run
+    symbol, moved_day, moved_close, run = replaced[0]
+    assert (symbol, moved_day.isoformat()) == (BAD, "2019-06-19") and run
     assert moved_close == pytest.approx(original * 1.1)
-    # the other symbols' raw history was not touched by the replacement
+    # no day is stored twice any more
     assert (
         _query(settings, "SELECT count(*) FROM raw_bars GROUP BY symbol, date HAVING count(*) > 1")
         == []
