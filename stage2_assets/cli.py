@@ -336,10 +336,15 @@ def _predict_at(args, settings) -> int:
         )
         for r in records:
             outcome = {None: "outcome pending", 1: "went up", 0: "went down"}[r["label"]]
-            print(
-                f"{r['symbol']:<8} {r['date']}  P(up) {r['prob_up']:.4f}  confidence {r['confidence']:.4f}  {outcome}"
-            )
+            print(_prediction_line(r, f"  {outcome}"))
     return 0
+
+
+def _prediction_line(record: dict, note: str = "") -> str:
+    return (
+        f"{record['symbol']:<8} {record['date']}  P(up) {record['prob_up']:.4f}  "
+        f"confidence {record['confidence']:.4f}{note}"
+    )
 
 
 def _check_at(day: dt.date) -> None:
@@ -413,9 +418,7 @@ def cmd_predict(args, settings) -> int:
                 if r["quarantined"]
                 else ""
             )
-            print(
-                f"{r['symbol']:<8} {r['date']}  P(up) {r['prob_up']:.4f}  confidence {r['confidence']:.4f}{note}"
-            )
+            print(_prediction_line(r, note))
     return 0
 
 

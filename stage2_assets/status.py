@@ -11,7 +11,7 @@ from stage2_assets.errors import ModelStoreError
 from stage2_assets.market.calendar import sessions_after
 from stage2_assets.market.refresh import stored_source, summarize_log
 from stage2_assets.market.validation import quarantine_rows
-from stage2_assets.resources.model_store import ModelStore
+from stage2_assets.resources.model_store import POINTER_MOVES, ModelStore
 from stage2_assets.resources.warehouse import Warehouse, one
 from stage2_assets.stats.comparison import FINAL_DECISIONS
 
@@ -59,8 +59,7 @@ def collect_status(settings: Settings) -> dict:
         (
             e["at"]
             for e in reversed(store.events())
-            if e.get("version") == production
-            and e["event"] in ("promoted", "rolled_back", "manual_promote")
+            if e.get("version") == production and e["event"] in POINTER_MOVES
         ),
         None,
     )

@@ -41,15 +41,13 @@ def predictions(
         added = log_predictions(conn, model_store, roles, as_of, context.run.run_id)
         filled = fill_outcomes(conn, as_of)
         (total, unresolved) = one(conn, "SELECT count(*), count(*) - count(label) FROM predictions")
-    served = set(model_store.production_history())
+    # one read of the event log: versions that served (a demoted production is no candidate) or
+    # were already announced
+    quiet = set(model_store.production_history()) | {
+        e["version"] for e in model_store.events() if e["event"] == "shadowed"
+    }
     for version, role in roles.items():
-        if (
-            role == "shadow"
-            and version not in served
-            and not any(
-                e["event"] == "shadowed" and e["version"] == version for e in model_store.events()
-            )
-        ):
+        if role == "shadow" and version not in quiet:
             model_store.append_event(
                 "shadowed",
                 version,

@@ -19,10 +19,13 @@ from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.settings import Stage2Settings
 from stage2_assets.resources.warehouse import Warehouse
 
-
 # Re-running a week reuses its candidate (same cut-off, training data and hyperparameters) instead of
 # adding a second one: each week brings one candidate, the count the yearly error budget assumes.
 # A run tagged "false" trains anew (a determinism check).
+REUSE_TAG = "stage2/reuse_version"
+REPLAY_TAG = "stage2/replay"  # a walk-forward replay's run: its reference arms are logged too
+
+
 def require_fresh(newest, cutoff, max_stale: int) -> None:
     """Refuse a candidate whose cut-off lies past the data by more than ``max_stale`` sessions."""
     if newest is None or pd.isna(newest):
@@ -32,13 +35,9 @@ def require_fresh(newest, cutoff, max_stale: int) -> None:
     if stale > max_stale:
         raise TrainingError(
             f"the newest features are from {newest}, {stale} sessions before the cut-off {cutoff} "
-            f"(data_refresh.max_stale_sessions allows {max_stale}): refresh the data, or train as of "
-            f"{newest} or later by at most {max_stale} sessions"
+            f"(data_refresh.max_stale_sessions allows {max_stale}): refresh the data, or choose a "
+            f"cut-off at most {max_stale} sessions after {newest}"
         )
-
-
-REUSE_TAG = "stage2/reuse_version"
-REPLAY_TAG = "stage2/replay"  # a walk-forward replay's run: its reference arms are logged too
 
 
 def find_same_candidate(

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from stage2_assets.resources.model_store import ModelStore
+from stage2_assets.resources.model_store import POINTER_MOVES, ModelStore
 
-MOVES = ("promoted", "rolled_back", "manual_promote")
 STATISTICS = ("effect", "lower_bound", "p_value", "days", "rows", "accuracy_diff", "p_mcnemar")
 
 
@@ -28,7 +27,7 @@ def pointer_history(store: ModelStore) -> list[dict]:
     """Every pointer move, oldest first."""
     out = []
     for event in store.events():
-        if event["event"] not in MOVES or not event.get("version"):
+        if event["event"] not in POINTER_MOVES or not event.get("version"):
             continue
         out.append(
             {

@@ -17,7 +17,7 @@ from stage2_assets.deployment.shadow import (
 )
 from stage2_assets.errors import ModelStoreError
 from stage2_assets.names import validate_version
-from stage2_assets.resources.model_store import ModelStore
+from stage2_assets.resources.model_store import POINTER_MOVES, ModelStore
 from stage2_assets.resources.warehouse import one
 from stage2_assets.stats.comparison import PROMOTE, compare_under
 from stage2_assets.stats.gate import choose_among, row_scores
@@ -145,8 +145,7 @@ def first_degradation(
         (
             e.get("as_of")
             for e in reversed(store.events())
-            if e["event"] in ("promoted", "rolled_back", "manual_promote")
-            and e.get("version") == production
+            if e["event"] in POINTER_MOVES and e.get("version") == production
         ),
         None,
     )

@@ -15,7 +15,7 @@ import pandas as pd
 
 from stage2_assets.ml.features import LabelRule
 from stage2_assets.ml.predictor import EnsemblePredictor
-from stage2_assets.resources.model_store import ModelStore
+from stage2_assets.resources.model_store import POINTER_MOVES, ModelStore
 from stage2_assets.resources.warehouse import one
 from stage2_assets.stats.comparison import (
     FINAL_DECISIONS,
@@ -50,10 +50,7 @@ def previous_production(store: ModelStore) -> str | None:
     """The version production pointed to before the current one."""
     current = store.production()
     for event in reversed(store.events()):
-        if (
-            event["event"] in ("promoted", "rolled_back", "manual_promote")
-            and event.get("version") == current
-        ):
+        if event["event"] in POINTER_MOVES and event.get("version") == current:
             return event.get("previous")
     return None
 
@@ -87,8 +84,8 @@ def tracked_models(
     production = store.production()
     roles = {production: PRODUCTION} if production else {}
     decided = decided_candidates(conn)
-    kept = store.versions()
-    cutoffs = {v: cutoff_of(store, v) for v in kept}
+    cutoffs = kept_cutoffs(store)
+    kept = list(cutoffs)
     for version in kept:
         if version in roles or version in decided:
             continue
@@ -108,7 +105,7 @@ def arm_versions(
     """Versions that must go on predicting for a replay's arms: the newest candidate with a
     cut-off before ``as_of`` and, in a replay, the first production model. Pruning spares them."""
     if cutoffs is None:
-        cutoffs = {v: cutoff_of(store, v) for v in store.versions()}
+        cutoffs = kept_cutoffs(store)
     out = []
     before = [(c, v) for v, c in cutoffs.items() if c < as_of]
     if before:
@@ -117,6 +114,13 @@ def arm_versions(
     if replay and history and history[0] in cutoffs:
         out.append(history[0])
     return out
+
+
+def kept_cutoffs(store: ModelStore) -> dict[str, dt.date]:
+    """{version: cut-off} of the versions on disk, in version order, from the event log (no
+    per-version checksum pass: a version is verified when it is loaded to predict)."""
+    known = store.trained_cutoffs()
+    return {v: dt.date.fromisoformat(known[v]) for v in store.versions() if v in known}
 
 
 def shadow_candidates(conn: duckdb.DuckDBPyConnection, store: ModelStore) -> list[str]:

@@ -73,11 +73,10 @@ def evaluate_quality(
     transaction, and return both."""
     pending, context = pending_bars(conn)
     fingerprints = raw_fingerprints(conn)
+    quarantined = conn.execute("SELECT symbol, reasons, raw_fingerprint FROM quarantine").fetchall()
     held = {
         symbol: json.loads(reasons)
-        for symbol, reasons, fingerprint in conn.execute(
-            "SELECT symbol, reasons, raw_fingerprint FROM quarantine"
-        ).fetchall()
+        for symbol, reasons, fingerprint in quarantined
         if fingerprint is not None and fingerprints.get(symbol) == fingerprint
     }
     # a quarantined symbol whose raw bars are what was judged: the verdict stands, unjudged
@@ -85,9 +84,7 @@ def evaluate_quality(
     context = context[~context["symbol"].isin(held)].reset_index(drop=True)
     # one whose raw bars changed (a correction) is judged again on its whole raw history, even
     # where the corrected rows equal validated ones, so a correction can release it
-    rejudge = [
-        s for (s,) in conn.execute("SELECT symbol FROM quarantine").fetchall() if s not in held
-    ]
+    rejudge = [symbol for symbol, _, _ in quarantined if symbol not in held]
     if rejudge:
         marks = ", ".join("?" for _ in rejudge)
         whole = conn.execute(

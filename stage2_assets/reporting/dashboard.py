@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stage2_assets.resources.model_store import ModelStore  # noqa: E402
+from stage2_assets.resources.model_store import POINTER_MOVES, ModelStore  # noqa: E402
 from stage2_assets.resources.warehouse import Warehouse  # noqa: E402
 
 # A fixed hash salt and no creation date keep the SVG output identical run after run.
@@ -119,7 +119,7 @@ def _reliability_chart(perf: pd.DataFrame) -> str:
 
 
 def _timeline_chart(events: list[dict]) -> str:
-    moves = [e for e in events if e["event"] in ("promoted", "rolled_back", "manual_promote")]
+    moves = [e for e in events if e["event"] in POINTER_MOVES]
     if not moves:
         return '<p class="none">production has not moved yet</p>'
     versions = sorted({e["version"] for e in moves})
@@ -241,7 +241,7 @@ def render(data: dict, title: str = "stage2 dashboard") -> str:
                 "reason": e["reason"],
             }
             for e in data["events"]
-            if e["event"] in ("promoted", "rolled_back", "manual_promote")
+            if e["event"] in POINTER_MOVES
         ]
     )
     generated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

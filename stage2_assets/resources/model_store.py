@@ -33,6 +33,8 @@ from stage2_assets.processes import pid_alive
 WEIGHTS = "weights.safetensors"
 METADATA = "metadata.json"
 CHECKSUMS = "checksums.json"
+# events that move the production pointer
+POINTER_MOVES = ("promoted", "rolled_back", "manual_promote")
 
 
 def sha256_file(path: Path) -> str:
@@ -245,9 +247,7 @@ class ModelStore(dg.ConfigurableResource):
         """Every version production has pointed to, oldest first."""
         seen: list[str] = []
         for event in self.events():
-            if event["event"] in ("promoted", "rolled_back", "manual_promote") and event.get(
-                "version"
-            ):
+            if event["event"] in POINTER_MOVES and event.get("version"):
                 seen.append(event["version"])
         return seen
 
