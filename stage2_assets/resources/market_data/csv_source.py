@@ -1,0 +1,146 @@
+"""The CSV source: a folder of ``SYMBOL.csv`` files, read incrementally from their end."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import re
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+from pydantic import Field
+
+from stage2_assets.errors import DataSourceError, InvalidNameError
+from stage2_assets.market.bars import BAR_COLUMNS, empty_bars, normalize_frames, normalize_long
+from stage2_assets.names import validate_symbol
+from stage2_assets.resources.market_data.base import FetchResult, MarketDataSource
+
+
+class CsvSource(MarketDataSource):
+    """A folder of ``SYMBOL.csv`` files with ``date,open,high,low,close,volume``."""
+
+    folder: str = Field(description="Folder holding one SYMBOL.csv per symbol.")
+
+    @property
+    def kind(self) -> str:
+        return "csv"
+
+    def _folder(self) -> Path:
+        folder = Path(self.folder)
+        if not folder.is_dir():
+            raise DataSourceError(f"csv folder {folder} does not exist (data_source.path)")
+        return folder.resolve()
+
+    def available_symbols(self) -> list[str]:
+        symbols = []
+        for path in sorted(self._folder().glob("*.csv")):
+            try:
+                symbols.append(validate_symbol(path.stem))
+            except InvalidNameError:
+                continue  # a file whose name is not a ticker is not a symbol of ours
+        return symbols
+
+    def _path(self, symbol: str) -> Path:
+        folder = self._folder()
+        path = (folder / f"{validate_symbol(symbol)}.csv").resolve()
+        if path.parent != folder:
+            raise InvalidNameError(f"symbol {symbol!r} points outside the csv folder {folder}")
+        return path
+
+    def fetch(self, starts: Mapping[str, dt.date], end: dt.date) -> FetchResult:
+        result = FetchResult()
+        started = time.perf_counter()
+        rows: list[list[str]] = []
+        whole: dict[str, pd.DataFrame] = {}
+        for symbol, start in starts.items():
+            try:
+                path = self._path(symbol)
+                if not path.is_file():
+                    raise DataSourceError(f"{symbol}: no file {path.name} in {path.parent}")
+                tail = read_tail_rows(path, start)
+                if tail is None:
+                    whole[symbol] = self._read_whole(symbol, path)
+                else:
+                    rows.extend([symbol, *row] for row in tail)
+            except (DataSourceError, InvalidNameError) as exc:
+                result.errors[symbol] = str(exc)
+        bars, errors = normalize_frames(whole, self.kind, starts, end)
+        if rows:
+            long = pd.DataFrame(rows, columns=["symbol", *BAR_COLUMNS])
+            long_bars, long_errors = normalize_long(long, self.kind, starts, end)
+            bars.update(long_bars)
+            errors.update(long_errors)
+        for symbol in starts:
+            if symbol not in errors and symbol not in result.errors and symbol not in bars:
+                bars[symbol] = empty_bars()
+        result.bars = bars
+        result.errors.update(errors)
+        result.timed(list(starts), started)
+        return result
+
+    def _read_whole(self, symbol: str, path: Path) -> pd.DataFrame:
+        try:
+            # A row with more fields than the header is refused, neither turned into an index nor truncated.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                frame = pd.read_csv(path, index_col=False)
+        except pd.errors.EmptyDataError:
+            raise DataSourceError(f"{symbol}: {path.name} is empty") from None
+        except (
+            UnicodeDecodeError,
+            pd.errors.ParserError,
+            pd.errors.ParserWarning,
+            ValueError,
+        ) as exc:
+            raise DataSourceError(f"{symbol}: {path.name} cannot be parsed: {exc}") from None
+        return frame
+
+
+_TAIL_BYTES = 4_096  # ~90 daily rows; grows x4 until it reaches the start
+_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def read_tail_rows(path: Path, start: dt.date) -> list[list[str]] | None:
+    """Rows (text, in ``date,open,high,low,close,volume`` order) of a chronological CSV dated on or
+    after ``start``, reading only as much of the file's end as that needs.
+
+    Vendor files are written in date order, so an incremental refresh needs only their end. Returns
+    None when the fast path cannot be trusted (another header, a row of another width, a date that
+    is not YYYY-MM-DD, dates out of order, bytes that are not UTF-8): the caller reads it whole.
+    """
+    size = path.stat().st_size
+    floor = start.isoformat()
+    with path.open("rb") as handle:
+        header = handle.readline()
+        try:
+            names = [n.strip().lower() for n in header.decode("utf-8").strip().split(",")]
+        except UnicodeDecodeError:
+            return None
+        if names != BAR_COLUMNS:
+            return None
+        first = handle.readline().split(b",", 1)[0].decode("utf-8", "replace")
+        # Asked for the whole file (a first load): one pass, no tail probing.
+        chunk = size if first >= floor else _TAIL_BYTES
+        while True:
+            offset = max(len(header), size - chunk)
+            handle.seek(offset)
+            body = handle.read()
+            if offset > len(header):
+                body = body.split(b"\n", 1)[1] if b"\n" in body else b""
+            try:
+                lines = [line for line in csv.reader(body.decode("utf-8").splitlines()) if line]
+            except (UnicodeDecodeError, csv.Error):
+                return None
+            dates = [line[0] for line in lines]
+            if any(len(line) != len(BAR_COLUMNS) for line in lines) or not all(
+                _ISO_DAY.match(d) for d in dates
+            ):
+                return None
+            if dates != sorted(dates):
+                return None
+            if offset == len(header) or (dates and dates[0] < floor):
+                return [line for line in lines if line[0] >= floor]
+            chunk *= 4
