@@ -1,4 +1,5 @@
-"""The data-quality suite over daily bars, run by Great Expectations 1.x in an ephemeral context.
+"""The data-quality suite over daily bars, run by Great Expectations 1.x in an ephemeral context
+built once per process.
 
 Errors quarantine a symbol: missing fields, non-positive prices, negative volume, a high below
 the open or close, a low above them, a duplicate (symbol, date), a bar after the as-of date.
@@ -11,9 +12,12 @@ rule and every failure is traced to the rows and symbols that caused it.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import os
+import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -39,7 +43,7 @@ class QualityReport:
     warnings: dict[str, list[str]] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     date_range: dict[str, tuple[dt.date, dt.date]] = field(default_factory=dict)
-    expectations: int = 0
+    expectations: int = 0  # rules judged, each by Great Expectations
     # symbols the run is about (every symbol the store holds); the failed share is over them
     universe: int = 0
     # quarantined symbols whose raw bars did not change since their verdict: not judged again
@@ -107,91 +111,132 @@ def prepare(pending: pd.DataFrame, context: pd.DataFrame, as_of: dt.date) -> pd.
     return rows
 
 
-def _suite(max_abs_move: float, max_missing_sessions: int, max_price_ratio: float):
+# The twelve row-level rules of the four prices are judged on one stacked frame, a row per bar and
+# price (slot 0-3): three expectations judge what twelve did on the bars, and a failing stacked row
+# names its rule through its slot. Great Expectations' cost is mostly per expectation, whatever
+# the row count, so an incremental refresh of a few hundred bars feels every one of them.
+_PRICES = ("open", "high", "low", "close")
+_PAIRS = (  # (upper, lower, rule, its failure): upper >= lower, slot by slot
+    ("high", "open", "high_above_open", "high is below open"),
+    ("high", "close", "high_above_close", "high is below close"),
+    ("open", "low", "low_below_open", "low is above open"),
+    ("close", "low", "low_below_close", "low is above close"),
+)
+
+
+def stack_prices(rows: pd.DataFrame) -> pd.DataFrame:
+    """Row ``4 * i + slot`` holds bar ``i``'s price of ``_PRICES[slot]`` and the two sides of
+    ``_PAIRS[slot]``."""
+    return pd.DataFrame(
+        {
+            name: rows[list(columns)].to_numpy(dtype="float64").ravel()
+            for name, columns in (
+                ("price", _PRICES),
+                ("upper", [pair[0] for pair in _PAIRS]),
+                ("lower", [pair[1] for pair in _PAIRS]),
+            )
+        }
+    )
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One expectation and the rule it judges: one rule on the bars, one per slot when stacked."""
+
+    expectation: object
+    rules: tuple[Rule, ...]
+
+
+def _checks(
+    max_abs_move: float, max_missing_sessions: int, max_price_ratio: float
+) -> dict[str, list[_Check]]:
+    """The suite: the expectations over the bars and over the stacked prices."""
     import great_expectations.expectations as gxe
 
     error = "error"
     warning = "warning"
-    rules: list[tuple[object, Rule]] = []
-    for column in ("open", "high", "low", "close", "volume"):
-        rules.append(
-            (
-                gxe.ExpectColumnValuesToNotBeNull(column=column),
-                Rule(f"{column}_present", error, f"{column} is missing"),
-            )
-        )
-    for column in ("open", "high", "low", "close"):
-        rules.append(
-            (
-                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, strict_min=True),
-                Rule(f"{column}_positive", error, f"{column} is zero or negative"),
-            )
-        )
-    rules += [
-        (
+    bars = [
+        _Check(
+            gxe.ExpectColumnValuesToNotBeNull(column="volume"),
+            (Rule("volume_present", error, "volume is missing"),),
+        ),
+        _Check(
             gxe.ExpectColumnValuesToBeBetween(column="volume", min_value=0),
-            Rule("volume_not_negative", error, "volume is negative"),
+            (Rule("volume_not_negative", error, "volume is negative"),),
         ),
-        (
-            gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-                column_A="high", column_B="open", or_equal=True
-            ),
-            Rule("high_above_open", error, "high is below open"),
-        ),
-        (
-            gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-                column_A="high", column_B="close", or_equal=True
-            ),
-            Rule("high_above_close", error, "high is below close"),
-        ),
-        (
-            gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-                column_A="open", column_B="low", or_equal=True
-            ),
-            Rule("low_below_open", error, "low is above open"),
-        ),
-        (
-            gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-                column_A="close", column_B="low", or_equal=True
-            ),
-            Rule("low_below_close", error, "low is above close"),
-        ),
-        (
+        _Check(
             gxe.ExpectCompoundColumnsToBeUnique(column_list=["symbol", "date"]),
-            Rule("unique_days", error, "date appears more than once"),
+            (Rule("unique_days", error, "date appears more than once"),),
         ),
-        (
+        _Check(
             gxe.ExpectColumnValuesToBeBetween(column="days_after_as_of", max_value=0),
-            Rule("no_future_dates", error, "date is after the as-of date"),
+            (Rule("no_future_dates", error, "date is after the as-of date"),),
         ),
-        (
+        _Check(
             gxe.ExpectColumnValuesToBeBetween(column="price_ratio", max_value=max_price_ratio),
-            Rule(
-                "price_scale_consistent",
-                error,
-                f"close changed more than {max_price_ratio:g}x in a day (a unit error)",
+            (
+                Rule(
+                    "price_scale_consistent",
+                    error,
+                    f"close changed more than {max_price_ratio:g}x in a day (a unit error)",
+                ),
             ),
         ),
-        (
+        _Check(
             gxe.ExpectColumnValuesToBeBetween(column="abs_move", max_value=max_abs_move),
-            Rule(
-                "daily_move_bounded",
-                warning,
-                f"one-day move above {max_abs_move:.0%} (split or bad print)",
+            (
+                Rule(
+                    "daily_move_bounded",
+                    warning,
+                    f"one-day move above {max_abs_move:.0%} (split or bad print)",
+                ),
             ),
         ),
-        (
+        _Check(
             gxe.ExpectColumnValuesToBeBetween(
                 column="missing_sessions", max_value=max_missing_sessions
             ),
-            Rule(
-                "no_long_gaps",
-                warning,
-                f"more than {max_missing_sessions} NYSE sessions missing before it",
+            (
+                Rule(
+                    "no_long_gaps",
+                    warning,
+                    f"more than {max_missing_sessions} NYSE sessions missing before it",
+                ),
             ),
         ),
     ]
-    return rules
+    prices = [
+        _Check(
+            gxe.ExpectColumnValuesToNotBeNull(column="price"),
+            tuple(Rule(f"{c}_present", error, f"{c} is missing") for c in _PRICES),
+        ),
+        _Check(
+            gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, strict_min=True),
+            tuple(Rule(f"{c}_positive", error, f"{c} is zero or negative") for c in _PRICES),
+        ),
+        _Check(
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="upper", column_B="lower", or_equal=True
+            ),
+            tuple(Rule(name, error, describe) for _, _, name, describe in _PAIRS),
+        ),
+    ]
+    return {"bars": bars, "prices": prices}
+
+
+# The order in which a symbol's failures are listed: each column's rules, then the pairs, then the
+# rules over whole bars (the order Great Expectations returned them when each rule had its own).
+RULE_ORDER = (
+    *(f"{c}_{kind}" for c in _PRICES for kind in ("present", "positive")),
+    "volume_present",
+    "volume_not_negative",
+    *(pair[2] for pair in _PAIRS),
+    "unique_days",
+    "no_future_dates",
+    "price_scale_consistent",
+    "daily_move_bounded",
+    "no_long_gaps",
+)
 
 
 def _context():
@@ -210,6 +255,66 @@ def _context():
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
+@dataclass
+class _Judge:
+    """The suite of one set of rule parameters, in an ephemeral GX context built once per process:
+    building the context and the suites costs about as much as validating a week of bars."""
+
+    batches: dict[str, object]  # frame name -> batch definition over a whole dataframe
+    suites: dict[str, object]  # frame name -> expectation suite
+    checks: dict[str, list[_Check]]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def failures(self, frames: dict[str, pd.DataFrame]) -> list[tuple[int, Rule]]:
+        """(bar row, the rule it fails) for every failure. Every expectation is judged once without
+        details; only the failed ones run again for their rows, which spares the detail metrics of
+        the many that pass."""
+        import great_expectations as gx
+
+        found = []
+        with self.lock:
+            for name, frame in frames.items():
+                batch = self.batches[name].get_batch(batch_parameters={"dataframe": frame})
+                verdicts = batch.validate(self.suites[name], result_format="BOOLEAN_ONLY")
+                failed = {
+                    o.expectation_config.meta["check"] for o in verdicts.results if not o.success
+                }
+                if not failed:
+                    continue
+                again = []
+                for expectation in self.suites[name].expectations:
+                    if expectation.meta["check"] in failed:
+                        twin = copy.copy(expectation)
+                        twin.id = None
+                        again.append(twin)
+                details = batch.validate(
+                    gx.ExpectationSuite(name=f"{name}_failed", expectations=again),
+                    result_format="COMPLETE",
+                )
+                for outcome in details.results:
+                    rules = self.checks[name][outcome.expectation_config.meta["check"]].rules
+                    for i in outcome.result.get("unexpected_index_list") or []:
+                        if isinstance(i, (int, np.integer)):  # a stacked frame: a row per rule
+                            found.append((int(i) // len(rules), rules[int(i) % len(rules)]))
+        return found
+
+
+@lru_cache(maxsize=8)
+def _judge(max_abs_move: float, max_missing_sessions: int, max_price_ratio: float) -> _Judge:
+    import great_expectations as gx
+
+    source = _context().data_sources.add_pandas("bars")
+    checks = _checks(max_abs_move, max_missing_sessions, max_price_ratio)
+    batches, suites = {}, {}
+    for name, frame_checks in checks.items():
+        batches[name] = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+        suites[name] = gx.ExpectationSuite(name=f"daily_{name}")
+        for position, check in enumerate(frame_checks):
+            check.expectation.meta = {"check": position}
+            suites[name].add_expectation(check.expectation)
+    return _Judge(batches=batches, suites=suites, checks=checks)
+
+
 def validate_bars(
     pending: pd.DataFrame,
     context_rows: pd.DataFrame,
@@ -219,44 +324,27 @@ def validate_bars(
     max_price_ratio: float = 25.0,
 ) -> QualityReport:
     """Run the suite over the pending bars and return per-symbol errors and warnings."""
-    import great_expectations as gx
+    import great_expectations  # noqa: F401  (up front: a first call with nothing pending warms it)
 
     report = QualityReport()
     if pending.empty:
         return report
     rows = prepare(pending, context_rows, as_of)
-    judged = ~rows["_context"]
-    for symbol, group in rows[judged].groupby("symbol"):
-        report.rows[str(symbol)] = len(group)
-        report.date_range[str(symbol)] = (group["date"].min().date(), group["date"].max().date())
+    spans = rows.loc[~rows["_context"]].groupby("symbol")["date"].agg(["size", "min", "max"])
+    for symbol, count, first, last in spans.itertuples():
+        report.rows[str(symbol)] = int(count)
+        report.date_range[str(symbol)] = (first.date(), last.date())
 
-    gx_context = _context()
-    batch = (
-        gx_context.data_sources.add_pandas("bars")
-        .add_dataframe_asset("pending")
-        .add_batch_definition_whole_dataframe("all")
-    )
-    rules = _suite(max_abs_move, max_missing_sessions, max_price_ratio)
-    suite = gx.ExpectationSuite(name="daily_bars")
-    by_name = {}
-    for expectation, rule in rules:
-        expectation.meta = {"rule": rule.name}
-        by_name[rule.name] = rule
-        suite.add_expectation(expectation)
-    suite = gx_context.suites.add(suite)
-    definition = gx_context.validation_definitions.add(
-        gx.ValidationDefinition(name="daily_bars", data=batch, suite=suite)
-    )
+    judge = _judge(float(max_abs_move), int(max_missing_sessions), float(max_price_ratio))
+    report.expectations = sum(len(c.rules) for checks in judge.checks.values() for c in checks)
     fault_point("gx_validation")
-    result = definition.run(batch_parameters={"dataframe": rows}, result_format="COMPLETE")
-    report.expectations = len(result.results)
-    # Results do not come back in suite order: each names its rule through ``meta``.
-    for outcome in result.results:
-        if outcome.success:
-            continue
-        rule = by_name[outcome.expectation_config.meta["rule"]]
-        index = outcome.result.get("unexpected_index_list") or []
-        bad = rows.loc[[i for i in index if isinstance(i, (int, np.integer))]]
+    by_rule: dict[str, tuple[Rule, list[int]]] = {}
+    for row, rule in judge.failures({"bars": rows, "prices": stack_prices(rows)}):
+        by_rule.setdefault(rule.name, (rule, []))[1].append(row)
+    listed = {name: position for position, name in enumerate(RULE_ORDER)}
+    for name in sorted(by_rule, key=lambda n: listed.get(n, len(listed))):
+        rule, index = by_rule[name]
+        bad = rows.loc[index]
         bad = bad[~bad["_context"]]
         target = report.errors if rule.severity == "error" else report.warnings
         for symbol, group in bad.groupby("symbol"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 PRICE_COLUMNS = ["open", "high", "low", "close"]
@@ -16,12 +17,17 @@ BAR_COLUMNS = ["date", *PRICE_COLUMNS, "volume"]
 STORED_COLUMNS = ["symbol", *BAR_COLUMNS, "source"]
 
 _ALIASES = {"adj close": "adj_close", "datetime": "date", "timestamp": "date", "index": "date"}
+_STORED_DTYPES = {"symbol": "object", "date": "datetime64[ns]", "source": "object"}
+# built once: a source answers an empty frame for every symbol with nothing new, and building a
+# typed frame costs far more than copying one
+_EMPTY = pd.DataFrame(
+    {c: pd.Series(dtype=_STORED_DTYPES.get(c, "float64")) for c in STORED_COLUMNS}
+)
 
 
 def empty_bars() -> pd.DataFrame:
     """A zero-row frame in the stored schema."""
-    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in STORED_COLUMNS})
-    return frame.astype({"symbol": "object", "source": "object", "date": "datetime64[ns]"})
+    return _EMPTY.copy()
 
 
 def _shape(frame: pd.DataFrame | None, symbol: str) -> pd.DataFrame | str:
@@ -114,14 +120,32 @@ def normalize_long(
     data = data[~data["symbol"].isin(errors)]
     data = data.dropna(how="all", subset=[*PRICE_COLUMNS, "volume"])
     data = data.assign(source=source)[STORED_COLUMNS]
-    bars = {
-        str(symbol): group.sort_values("date", kind="stable").reset_index(drop=True)
-        for symbol, group in data.groupby("symbol", sort=False)
-    }
+    bars = _split_by_symbol(data)
     for symbol in shaped:
         if symbol not in errors and symbol not in bars:
             bars[symbol] = data.iloc[0:0].reset_index(drop=True)
     return bars, errors
+
+
+def _split_by_symbol(data: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """One date-ordered frame per symbol, in order of the symbols' first rows.
+
+    One stable sort of the long frame, then contiguous slices: sorting each symbol's group on its
+    own costs a fixed pandas overhead per symbol that an incremental fetch of a few rows feels.
+    """
+    if data.empty:
+        return {}
+    codes, symbols = pd.factorize(data["symbol"])
+    order = np.lexsort((data["date"].to_numpy(), codes))  # stable: same-day rows keep their order
+    data = data.take(order).reset_index(drop=True)
+    codes = codes[order]
+    cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    first = np.r_[0, cuts]
+    last = np.r_[cuts, len(codes)]
+    return {
+        str(symbol): data.iloc[a:b].reset_index(drop=True)
+        for symbol, a, b in zip(symbols, first, last, strict=True)
+    }
 
 
 def _record(

@@ -21,37 +21,63 @@ from stage2_assets.checks.quality_suite import QualityReport, validate_bars
 
 _VALUES = ["open", "high", "low", "close", "volume"]
 _SAME = " AND ".join(f"r.{c} IS NOT DISTINCT FROM v.{c}" for c in _VALUES)
+_COLUMNS = ["symbol", "date", *_VALUES, "source"]
+
+
+def _columns(alias: str) -> str:
+    return ", ".join(f"{alias}.{c}" for c in _COLUMNS)
+
+
+def _pending_sql(within: str = "") -> str:
+    """The CTEs ``changed`` (the days on which some raw row differs from the validated bar) and
+    ``pending`` (every raw row of those days: a second copy of a day is judged beside the first, so
+    the unique-days rule sees both). ``within`` names a registered frame of (symbol, first, last)
+    spans that both tables are narrowed to first."""
+    raw, validated = "raw_bars", "validated_bars"
+    narrowed = ""
+    if within:
+        span = f"JOIN {within} j ON j.symbol = t.symbol AND t.date BETWEEN j.first AND j.last"
+        narrowed = (
+            f"raw AS (SELECT t.* FROM raw_bars t {span}), "
+            f"validated AS (SELECT t.* FROM validated_bars t {span}), "
+        )
+        raw, validated = "raw", "validated"
+    return f"""
+        WITH {narrowed}changed AS (
+            SELECT DISTINCT r.symbol, r.date FROM {raw} r
+            WHERE NOT EXISTS (SELECT 1 FROM {validated} v WHERE v.symbol = r.symbol AND v.date = r.date AND {_SAME})
+        ), pending AS (
+            SELECT {_columns("r")} FROM {raw} r JOIN changed c ON c.symbol = r.symbol AND c.date = r.date
+        )
+        """
+
+
+def _with_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
+    frame["date"] = pd.to_datetime(frame["date"]).astype("datetime64[ns]")
+    return frame
 
 
 def pending_bars(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(pending raw bars, the last validated bar of each pending symbol before its first pending date)."""
-    # every raw row of a day on which some raw row differs from the validated bar: a second copy
-    # of a day is judged beside the first, so the unique-days rule sees both
-    pending = conn.execute(
+    both = conn.execute(
         f"""
-        WITH changed AS (
-            SELECT DISTINCT r.symbol, r.date FROM raw_bars r
-            WHERE NOT EXISTS (SELECT 1 FROM validated_bars v WHERE v.symbol = r.symbol AND v.date = r.date AND {_SAME})
+        {_pending_sql()}, context AS (
+            SELECT {_columns("v")} FROM validated_bars v
+            JOIN (SELECT symbol, min(date) AS first FROM changed GROUP BY symbol) p
+              ON p.symbol = v.symbol AND v.date < p.first
+            QUALIFY row_number() OVER (PARTITION BY v.symbol ORDER BY v.date DESC) = 1
         )
-        SELECT r.symbol, r.date, r.open, r.high, r.low, r.close, r.volume, r.source
-        FROM raw_bars r JOIN changed c ON c.symbol = r.symbol AND c.date = r.date
-        ORDER BY r.symbol, r.date
+        SELECT *, false AS is_context FROM pending
+        UNION ALL SELECT *, true FROM context
+        ORDER BY is_context, symbol, date
         """
     ).df()
-    conn.register("pending_rows", pending)
-    context = conn.execute(
-        """
-        SELECT v.symbol, v.date, v.open, v.high, v.low, v.close, v.volume, v.source
-        FROM validated_bars v
-        JOIN (SELECT symbol, min(date) AS first FROM pending_rows GROUP BY symbol) p
-          ON p.symbol = v.symbol AND v.date < p.first
-        QUALIFY row_number() OVER (PARTITION BY v.symbol ORDER BY v.date DESC) = 1
-        """
-    ).df()
-    conn.unregister("pending_rows")
-    for frame in (pending, context):
-        frame["date"] = pd.to_datetime(frame["date"]).astype("datetime64[ns]")
-    return pending, context
+    is_context = both.pop("is_context").to_numpy(dtype=bool)
+    both = _with_timestamps(both)
+    return (
+        both[~is_context].reset_index(drop=True),
+        both[is_context].reset_index(drop=True),
+    )
 
 
 def raw_fingerprints(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
@@ -184,12 +210,24 @@ def apply_passing(
     conn: duckdb.DuckDBPyConnection, report: QualityReport, run_id: str
 ) -> pd.DataFrame:
     """Upsert the pending bars of every passing symbol into validated_bars; return what was written."""
-    pending, _ = pending_bars(conn)
-    passing = pending[~pending["symbol"].isin(report.errors)]
-    # A symbol can gain pending bars between the gate and this step only through another writer;
-    # bars the gate never judged wait for the next run.
-    judged = passing["symbol"].map(lambda s: report.date_range.get(s, (None, None))[1])
-    passing = passing[judged.notna() & (passing["date"].dt.date <= judged)]
+    # Only the span the gate judged of each passing symbol is read: a symbol can gain pending bars
+    # between the gate and this step only through another writer, and bars the gate never judged
+    # wait for the next run. An incremental run so compares days, not the whole history.
+    judged = [(s, span) for s, span in report.date_range.items() if s not in report.errors]
+    spans = pd.DataFrame(
+        {
+            "symbol": pd.Series([s for s, _ in judged], dtype="object"),
+            "first": pd.to_datetime(pd.Series([span[0] for _, span in judged], dtype="object")),
+            "last": pd.to_datetime(pd.Series([span[1] for _, span in judged], dtype="object")),
+        }
+    )
+    conn.register("judged_spans", spans)
+    passing = _with_timestamps(
+        conn.execute(
+            f"{_pending_sql('judged_spans')} SELECT * FROM pending ORDER BY symbol, date"
+        ).df()
+    )
+    conn.unregister("judged_spans")
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.register("passing", passing.assign(date=passing["date"].dt.date, run_id=run_id))
