@@ -79,6 +79,37 @@ def _report_full(settings, run_id: str, named: list[str]) -> None:
     )
 
 
+def _report_notes(settings, run_id: str) -> None:
+    """What a refresh noticed beside its bars: vanished symbols, refused files, re-adjusted
+    histories, collapsed duplicate rows, one line each."""
+    import pandas as pd
+
+    from stage2_assets.market.refresh import summarize_log
+    from stage2_assets.resources.warehouse import Warehouse, has_table
+
+    if not settings.warehouse_path.exists():
+        return
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        if not has_table(conn, "refresh_notes"):
+            return
+        notes = conn.execute("SELECT * FROM refresh_notes WHERE run_id = ?", [run_id]).df()
+    summary = summarize_log(pd.DataFrame(), notes)
+    for symbol in summary["missing_symbols"]:
+        print(
+            f"missing: {symbol} is no longer delivered by the source "
+            f"(since {summary['missing_since'][symbol]}); its stored bars are kept"
+        )
+    for refused in summary["refused_files"]:
+        print(f"refused file {refused['file']!r}: {refused['reason']}")
+    for symbol, factor in summary["readjustment_factors"].items():
+        print(
+            f"re-adjusted: {symbol}'s history was re-adjusted by the source (stored / delivered = "
+            f"{factor:g}); fetched whole and judged again"
+        )
+    for symbol, rows in summary["collapsed_duplicates"].items():
+        print(f"collapsed: {symbol} delivered {rows} exactly repeated row(s); stored once")
+
+
 def _newest_feature_date(settings) -> dt.date | None:
     from stage2_assets.resources.warehouse import Warehouse
 
@@ -119,12 +150,42 @@ def _warn_stale(settings, as_of: dt.date | None) -> None:
 def _report_run(result, job_name: str) -> int:
     for line in run_failures(result):
         print(f"stage2: {line}", file=sys.stderr)
-    skipped = any(e.event_type_value == "STEP_SKIPPED" for e in result.all_events)
-    ok = (
-        result.success and not skipped
-    )  # a failed non-blocking check (degradation) is reported, not a failure
+    ok = _ok(result)  # a failed non-blocking check (degradation) is reported, not a failure
     print(f"{job_name} run {result.run_id} {'succeeded' if ok else 'failed'}")
     return 0 if ok else 1
+
+
+def _progress(args):
+    """Where a run's per-step lines go: standard error, unless --quiet or --json."""
+    if getattr(args, "quiet", False) or getattr(args, "json", False):
+        return None
+    print("steps:", file=sys.stderr, flush=True)
+    return lambda line: print(line, file=sys.stderr, flush=True)
+
+
+def _tell(args, settings, result, as_of, job_name: str) -> int:
+    """The run's outcome: its story (or, with --json, only the story as JSON on standard output)."""
+    from stage2_assets.reporting.week import summary_lines, week_summary
+
+    summary = week_summary(settings, result, as_of or dt.date.today())
+    if args.json:
+        for line in run_failures(result):
+            print(f"stage2: {line}", file=sys.stderr)
+        print(json.dumps(summary, indent=2, default=str))
+        return 0 if summary["status"] == "succeeded" and _ok(result) else 1
+    if args.quiet:
+        print("\n".join(summary_lines(summary)))
+        return 0 if _ok(result) else 1
+    code = _report_run(result, job_name)
+    print("\n".join(summary_lines(summary)[1:]))
+    _report_notes(settings, result.run_id)
+    return code
+
+
+def _ok(result) -> bool:
+    return result.success and not any(
+        e.event_type_value == "STEP_SKIPPED" for e in result.all_events
+    )
 
 
 def cmd_refresh(args, settings) -> int:
@@ -136,31 +197,46 @@ def cmd_refresh(args, settings) -> int:
     if args.full is not None:
         tags[FULL_TAG] = ",".join(validate_symbol(s) for s in args.full) if args.full else "*"
     result = run_job(
-        settings, "refresh_market_data", args.as_of, extra_tags=tags, log_level=args.log_level
+        settings,
+        "refresh_market_data",
+        args.as_of,
+        extra_tags=tags,
+        log_level=args.log_level,
+        progress=_progress(args),
     )
-    code = _report_run(result, "refresh_market_data")
-    if args.full is not None and code == 0:
+    code = _tell(args, settings, result, args.as_of, "refresh_market_data")
+    if args.full is not None and code == 0 and not args.json:
         _report_full(settings, result.run_id, [s.upper() for s in args.full])
-    _warn_stale(settings, args.as_of)
+    if not args.json:
+        _warn_stale(settings, args.as_of)
     return code
 
 
 def cmd_weekly(args, settings) -> int:
     _check_as_of(settings, args.as_of)
-    result = run_job(settings, "weekly_adaptation", args.as_of, log_level=args.log_level)
-    code = _report_run(result, "weekly_adaptation")
-    _warn_stale(settings, args.as_of)
-    store = _store(settings)
-    print(f"production: {store.production() or 'none'}")
+    result = run_job(
+        settings,
+        "weekly_adaptation",
+        args.as_of,
+        log_level=args.log_level,
+        progress=_progress(args),
+    )
+    code = _tell(args, settings, result, args.as_of, "weekly_adaptation")
+    if not args.json:
+        _warn_stale(settings, args.as_of)
+        store = _store(settings)
+        print(f"production: {store.production() or 'none'}")
     return code
 
 
 def cmd_train(args, settings) -> int:
     _check_as_of(settings, args.as_of)
     _check_fresh(settings, args.as_of or dt.date.today())
-    result = run_job(settings, "train_ensemble", args.as_of, log_level=args.log_level)
-    code = _report_run(result, "train_ensemble")
-    if code == 0:
+    result = run_job(
+        settings, "train_ensemble", args.as_of, log_level=args.log_level, progress=_progress(args)
+    )
+    code = _tell(args, settings, result, args.as_of, "train_ensemble")
+    if code == 0 and not args.json:
         print(f"new version: {_store(settings).versions()[-1]}")
     return code
 
@@ -209,18 +285,26 @@ def cmd_versions(args, settings) -> int:
     return 0
 
 
-def _pointer(settings, job: str, version: str, reason: str, log_level: str) -> int:
+def _pointer(
+    settings, job: str, version: str, reason: str, log_level: str, action: str | None = None
+) -> int:
     from stage2_assets.names import validate_version
 
     store = _store(settings)
     if version:
         store.version_path(validate_version(version))  # refuse before launching anything
-    if version and version == store.production():
+    if action in ("approve", "reject"):
+        waiting = [e["version"] for e in store.pending_approvals()]
+        if version not in waiting:
+            raise Stage2Error(
+                f"{version} is not waiting for approval (waiting: {', '.join(waiting) or 'none'})"
+            )
+    if version and version == store.production() and action is None:
         store.append_event("noted", version, reason=f"{job}: already production; nothing moved")
         print(f"{version} is already production; nothing moved (logged)")
         return 0
     if job == "rollback_production" and not version:
-        from stage2_assets.deployment.shadow import previous_production
+        from stage2_assets.promotion.shadow import previous_production
 
         if previous_production(store) is None:
             raise Stage2Error(
@@ -230,7 +314,11 @@ def _pointer(settings, job: str, version: str, reason: str, log_level: str) -> i
     config = {
         "ops": {
             "production_pointer": {
-                "config": {"action": job.split("_")[0], "version": version, "reason": reason}
+                "config": {
+                    "action": action or job.split("_")[0],
+                    "version": version,
+                    "reason": reason,
+                }
             }
         }
     }
@@ -238,6 +326,18 @@ def _pointer(settings, job: str, version: str, reason: str, log_level: str) -> i
     code = _report_run(result, job)
     print(f"production: {store.production() or 'none'}")
     return code
+
+
+def cmd_approve(args, settings) -> int:
+    return _pointer(
+        settings, "promote_version", args.version, args.reason, args.log_level, action="approve"
+    )
+
+
+def cmd_reject(args, settings) -> int:
+    return _pointer(
+        settings, "promote_version", args.version, args.reason, args.log_level, action="reject"
+    )
 
 
 def cmd_promote(args, settings) -> int:
@@ -264,8 +364,8 @@ def _predict_at(args, settings) -> int:
     """What the version serving on ``--at`` predicted that day, from the logged predictions."""
     import pandas as pd
 
-    from stage2_assets.deployment.history import pointer_history, serving_on
     from stage2_assets.market.calendar import nyse_sessions
+    from stage2_assets.promotion.history import pointer_history, serving_on
     from stage2_assets.resources.warehouse import Warehouse
 
     if args.version or args.as_of:
@@ -353,6 +453,7 @@ def _check_at(day: dt.date) -> None:
 
 
 def cmd_predict(args, settings) -> int:
+    from stage2_assets.market.membership import members_on
     from stage2_assets.ml.predictor import EnsemblePredictor
     from stage2_assets.names import validate_version
     from stage2_assets.resources.warehouse import Warehouse
@@ -370,6 +471,10 @@ def cmd_predict(args, settings) -> int:
             [day],
         ).df()
         held = dict(conn.execute("SELECT symbol, reasons FROM quarantine").fetchall())
+        states = members_on(conn, day, settings.data_refresh.max_stale_sessions)
+    # a symbol whose bars stopped long before the day (delisted, acquired) is not served then
+    left = sorted(s for s in rows["symbol"] if states.get(s, "member") != "member")
+    rows = rows[~rows["symbol"].isin(left)]
     if rows.empty:
         raise Stage2Error(f"no features on or before {day}: run `stage2 refresh` first")
     out = predictor.predict(rows)
@@ -397,6 +502,8 @@ def cmd_predict(args, settings) -> int:
                     "newest_feature_date": newest,
                     "stale_sessions": stale,
                     "predictions": records,
+                    # symbols with features whose bars stopped before the day: not served
+                    "left_universe": left,
                 },
                 indent=2,
             )
@@ -419,11 +526,46 @@ def cmd_predict(args, settings) -> int:
                 else ""
             )
             print(_prediction_line(r, note))
+        if left:
+            print(f"not in the universe on {day} (their bars stopped earlier): {', '.join(left)}")
+    return 0
+
+
+def cmd_universe(args, settings) -> int:
+    import pandas as pd
+
+    from stage2_assets.market.membership import membership
+    from stage2_assets.resources.warehouse import Warehouse
+
+    day = args.at or dt.date.today()
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        table = membership(conn, day, settings.data_refresh.max_stale_sessions)
+    rows = [
+        {
+            "symbol": r.symbol,
+            "first_date": r.first_date.isoformat(),
+            "last_date": None if pd.isna(r.last_date) else r.last_date.isoformat(),
+            "state": r.state,
+            "missing_since": None if pd.isna(r.missing_since) else r.missing_since,
+        }
+        for r in table.itertuples()
+    ]
+    if args.json:
+        print(json.dumps({"at": day.isoformat(), "symbols": rows}, indent=2))
+        return 0
+    counts = table["state"].value_counts().to_dict()
+    print(
+        f"universe on {day}: {counts.get('member', 0)} members, {counts.get('left', 0)} left, "
+        f"{counts.get('not_yet', 0)} not yet listed"
+    )
+    for r in rows:
+        gone = f", missing from the source since {r['missing_since']}" if r["missing_since"] else ""
+        print(f"{r['symbol']:<8} {r['state']:<8} {r['first_date']} .. {r['last_date']}{gone}")
     return 0
 
 
 def cmd_comparisons(args, settings) -> int:
-    from stage2_assets.deployment.shadow import recompute_comparison
+    from stage2_assets.promotion.shadow import recompute_comparison
     from stage2_assets.resources.warehouse import Warehouse
     from stage2_assets.status import gate_figures
 
@@ -486,7 +628,7 @@ def cmd_comparisons(args, settings) -> int:
 
 
 def cmd_gate(args, settings) -> int:
-    from stage2_assets.deployment.gate_file import judge_file, read_paired_predictions
+    from stage2_assets.promotion.gate_file import judge_file, read_paired_predictions
 
     frame = read_paired_predictions(Path(args.predictions))
     verdicts = judge_file(frame, settings.ab_testing)
@@ -601,7 +743,7 @@ def cmd_dashboard(args, settings) -> int:
 
 
 def cmd_history(args, settings) -> int:
-    from stage2_assets.deployment.history import pointer_history
+    from stage2_assets.promotion.history import pointer_history
 
     moves = pointer_history(_store(settings))
     if args.json:
@@ -623,7 +765,7 @@ def cmd_history(args, settings) -> int:
 
 
 def _status_at(settings, day: dt.date) -> dict:
-    from stage2_assets.deployment.history import serving_on
+    from stage2_assets.promotion.history import serving_on
 
     _check_at(day)
     move = serving_on(_store(settings), day)
@@ -675,6 +817,11 @@ def cmd_status(args, settings) -> int:
         if production.get("problem"):
             print(f"WARNING: {production['problem']}", file=sys.stderr)
         print(f"shadow: {', '.join(status['shadow']) or 'none'}")
+        for item in status["pending_approvals"]:
+            print(
+                f"awaiting approval: {item['version']} (passed on {item['as_of']}: {item['reason']}); "
+                f"`stage2 approve {item['version']}` or `stage2 reject {item['version']}`"
+            )
         last = status["last_comparison"]
         if last:
             print(
@@ -685,7 +832,17 @@ def cmd_status(args, settings) -> int:
 
 
 # Commands that change the stores run one at a time per warehouse.
-EXCLUSIVE = {"weekly", "refresh", "train", "promote", "rollback", "replay", "restore"}
+EXCLUSIVE = {
+    "weekly",
+    "refresh",
+    "train",
+    "promote",
+    "approve",
+    "reject",
+    "rollback",
+    "replay",
+    "restore",
+}
 
 
 def exclusive(settings, command: str):
@@ -714,7 +871,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help="settings file (default: $STAGE2_CONFIG or config/adaptation.yaml)"
     )
     parser.add_argument(
-        "--log-level", default="WARNING", help="Dagster console log level of runs (default WARNING)"
+        "--log-level",
+        default="CRITICAL",
+        help="Dagster console log level of runs (default CRITICAL: Dagster's errors and traces stay "
+        "in the run log, the UI shows them; stage2 says what failed in one line)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     refresh = sub.add_parser(
@@ -727,16 +887,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SYMBOL",
         help="re-fetch whole histories (every symbol, or the ones named) and report what was revised",
     )
+    refresh.add_argument(
+        "--quiet", action="store_true", help="print only the summary (no per-step lines)"
+    )
+    refresh.add_argument(
+        "--json",
+        action="store_true",
+        help="print only the summary, as JSON (a contract); progress goes to standard error",
+    )
     refresh.set_defaults(func=cmd_refresh)
     weekly = sub.add_parser(
         "weekly", help="run one week of the adaptation loop (weekly_adaptation)"
     )
     weekly.add_argument("--as-of", type=_date, help="the week's as-of date (default: today)")
+    weekly.add_argument(
+        "--quiet", action="store_true", help="print only the summary (no per-step lines)"
+    )
+    weekly.add_argument(
+        "--json",
+        action="store_true",
+        help="print only the summary, as JSON (a contract); progress goes to standard error",
+    )
     weekly.set_defaults(func=cmd_weekly)
     train = sub.add_parser(
         "train", help="train a candidate for the week of a date (train_ensemble)"
     )
     train.add_argument("--as-of", type=_date, help="cut-off date (default: today)")
+    train.add_argument(
+        "--quiet", action="store_true", help="print only the summary (no per-step lines)"
+    )
+    train.add_argument(
+        "--json",
+        action="store_true",
+        help="print only the summary, as JSON (a contract); progress goes to standard error",
+    )
     train.set_defaults(func=cmd_train)
     versions = sub.add_parser("versions", help="list model versions")
     versions.add_argument(
@@ -747,6 +931,16 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("version")
     promote.add_argument("--reason", default="")
     promote.set_defaults(func=cmd_promote)
+    approve = sub.add_parser(
+        "approve", help="promote a candidate waiting for approval (ab_testing.approval: manual)"
+    )
+    approve.add_argument("version")
+    approve.add_argument("--reason", default="")
+    approve.set_defaults(func=cmd_approve)
+    reject = sub.add_parser("reject", help="turn down a candidate waiting for approval")
+    reject.add_argument("version")
+    reject.add_argument("--reason", default="")
+    reject.set_defaults(func=cmd_reject)
     rollback = sub.add_parser(
         "rollback", help="point production back at VERSION or the previous version"
     )
@@ -823,6 +1017,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--json", action="store_true", help="machine-readable output (a contract)")
     history.set_defaults(func=cmd_history)
+    universe = sub.add_parser(
+        "universe", help="each symbol's first and last bar, and whether it was a member on a date"
+    )
+    universe.add_argument("--at", type=_date, help="the date asked about (default today)")
+    universe.add_argument("--json", action="store_true", help="machine-readable output")
+    universe.set_defaults(func=cmd_universe)
     status.set_defaults(func=cmd_status)
     return parser
 

@@ -2,7 +2,9 @@
 
 ``STAGE2_CONFIG`` names another file. Relative paths in the file are relative to the file itself.
 A wrong key or value stops with a message naming it. Secrets (SMTP password, webhook URL) are
-never read from the file: the file names the environment variables that hold them.
+never read from the file: the file names the environment variables that hold them. A string value
+may name environment variables, ``${NAME}`` or ``${NAME:-default}``, so that one file serves every
+machine of a deployment (``deploy/stage2.yaml``).
 """
 
 from __future__ import annotations
@@ -250,6 +252,25 @@ class DataRefresh(_Section):
         description="Sessions the newest bar may lag the as-of date: beyond it a refresh warns and "
         "training refuses to cut a candidate past the data.",
     )
+    max_file_mb: float = Field(
+        50.0,
+        gt=0,
+        description="A CSV file larger than this is refused unread (the symbol's refresh fails, nothing "
+        "is stored); ten years of daily bars take under 1 MB.",
+    )
+    max_rows_per_symbol: int = Field(
+        20_000,
+        ge=1,
+        description="A symbol whose fetch delivers more rows than this (about 80 years of sessions) is "
+        "refused before anything reaches raw_bars.",
+    )
+    readjust_tolerance: float = Field(
+        1e-4,
+        gt=0,
+        lt=0.01,
+        description="Relative tolerance within which every revised overlap price must share one "
+        "factor for the revision to count as a back-adjustment (split or dividend).",
+    )
     quality: QualityRules = Field(default_factory=QualityRules)
 
 
@@ -292,6 +313,12 @@ TRADING_DAYS_PER_WEEK = 5
 class ABTesting(_Section):
     schedule: Cron = Field(
         "0 4 * * 0", description="Cron of the weekly comparison and pointer decision."
+    )
+    approval: Literal["auto", "manual"] = Field(
+        "auto",
+        description="auto: a candidate that passes its comparison is promoted at once. manual: it "
+        "waits, the alert channels say so, and `stage2 approve VERSION` (or `stage2 reject "
+        "VERSION`) decides; pending approvals show in `stage2 status` and the dashboard.",
     )
     shadow_mode_duration: DurationDays = Field(
         7,
@@ -489,6 +516,44 @@ def _describe(error: ValidationError, source: Path) -> str:
     return "\n".join(lines)
 
 
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ABSENT = object()
+
+
+def _expand_env(value: object, key: str, source: Path) -> object:
+    """``${NAME}`` and ``${NAME:-default}`` in the file's strings, from the environment.
+
+    ``:-`` takes the default when NAME is unset or empty, as the shell does. A value that names a
+    variable and comes out empty is left out: its key takes the default, a list drops the item
+    (``smtp_host: "${STAGE2_SMTP_HOST:-}"`` turns email off where the variable is not set).
+    """
+    if isinstance(value, dict):
+        expanded = {
+            k: _expand_env(v, f"{key}.{k}" if key else str(k), source) for k, v in value.items()
+        }
+        return {k: v for k, v in expanded.items() if v is not _ABSENT}
+    if isinstance(value, list):
+        items = [_expand_env(v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return [v for v in items if v is not _ABSENT]
+    if not isinstance(value, str) or not _ENV_REFERENCE.search(value):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name)
+        if found is None or (found == "" and default is not None):
+            if default is None:
+                raise ConfigError(
+                    f"invalid configuration in {source}:\n  - {key}: the environment variable "
+                    f"{name} is not set (set it, or write ${{{name}:-default}} in the file)"
+                )
+            return default
+        return found
+
+    expanded = _ENV_REFERENCE.sub(substitute, value)
+    return _ABSENT if expanded == "" else expanded
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
     """Read and validate a config file (``STAGE2_CONFIG``, else ``config/adaptation.yaml``)."""
     chosen = Path(path or os.environ.get("STAGE2_CONFIG") or DEFAULT_CONFIG).expanduser().resolve()
@@ -502,6 +567,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
         raise ConfigError(f"config file {chosen} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {chosen} must hold a mapping of sections at the top level")
+    raw = _expand_env(raw, "", chosen)
     try:
         return Settings.model_validate({**raw, "config_path": chosen})
     except ValidationError as exc:

@@ -4,38 +4,55 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
+import uuid
+from collections.abc import Callable
 
-# Every run launched by this process carries its pid and host, so a run left STARTED by a killed
-# process can be told from one still running.
-PID_TAG = "stage2/pid"
-HOST_TAG = "stage2/host"
+from stage2_assets.processes import HOST_TAG, PID_TAG, reap_orphaned_runs, this_host
 
 
-def reap_orphaned_runs(instance) -> list[str]:
-    """Mark failed the runs left in progress by a stage2 process on this host that is gone (a kill
-    mid-run leaves them STARTED forever, and the schedules would wait on them). Returns their ids."""
+def _step_name(step_key: str) -> str:
+    """An asset's step is named for the asset; a check's step (``raw_bars_raw_bars_quality_gate``)
+    for the check."""
+    head, _, rest = step_key.partition("_")
+    while rest:
+        if rest.startswith(f"{head}_"):
+            return f"check {rest}"
+        more, _, rest = rest.partition("_")
+        head = f"{head}_{more}"
+    return step_key
+
+
+def _follow_steps(run_id: str, emit: Callable[[str], None], done: threading.Event) -> None:
+    """Say each step of the run as it ends (its name and seconds), reading the run's event log."""
     import dagster as dg
 
-    from stage2_assets.processes import pid_alive, this_host
-
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(
-            statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
-            tags={HOST_TAG: this_host()},
-        ),
-        limit=200,
-    )
-    reaped = []
-    for run in runs:
-        pid = run.tags.get(PID_TAG, "")
-        if pid.isdigit() and not pid_alive(int(pid)):
-            instance.report_run_failed(
-                run,
-                message=f"the stage2 process (pid {pid}) running it is gone, killed or crashed; "
-                "marked failed so that later runs and schedules do not wait on it",
-            )
-            reaped.append(run.run_id)
-    return reaped
+    kinds = {
+        dg.DagsterEventType.STEP_SUCCESS,
+        dg.DagsterEventType.STEP_FAILURE,
+        dg.DagsterEventType.STEP_SKIPPED,
+    }
+    cursor = None
+    with dg.DagsterInstance.get() as instance:
+        while True:
+            finished = done.wait(0.5)
+            try:
+                page = instance.get_records_for_run(run_id, cursor=cursor, of_type=kinds)
+            except Exception:  # the run's log may not exist yet; the next poll sees it
+                continue
+            cursor = page.cursor
+            for record in page.records:
+                event = record.event_log_entry.dagster_event
+                name = _step_name(event.step_key)
+                if event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                    seconds = event.event_specific_data.duration_ms / 1000
+                    emit(f"  {name:<40} {seconds:7.1f} s")
+                elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+                    emit(f"  {name:<40}  FAILED")
+                else:
+                    emit(f"  {name:<40} skipped")
+            if finished:
+                return
 
 
 def run_job(
@@ -45,13 +62,14 @@ def run_job(
     extra_tags: dict | None = None,
     log_level: str = "WARNING",
     run_config: dict | None = None,
+    progress: Callable[[str], None] | None = None,
 ):
-    """Run a partitioned job for the week of ``as_of`` (default today) through the instance."""
+    """Run a partitioned job for the week of ``as_of`` (default today) through the instance;
+    ``progress`` is told one line per step as each ends."""
     import dagster as dg
 
     from stage2_assets.definitions import build_definitions
     from stage2_assets.partitions import AS_OF_TAG, partition_key_for
-    from stage2_assets.processes import this_host
 
     day = as_of or dt.date.today()
     key = partition_key_for(day)
@@ -61,22 +79,34 @@ def run_job(
         HOST_TAG: this_host(),
         **(extra_tags or {}),
     }
+    run_id = str(uuid.uuid4())
+    done = threading.Event()
+    follower = (
+        threading.Thread(target=_follow_steps, args=(run_id, progress, done), daemon=True)
+        if progress
+        else None
+    )
     with dg.DagsterInstance.get() as instance:
         reap_orphaned_runs(instance)
-        result = (
-            build_definitions(settings)
-            .resolve_job_def(job_name)
-            .execute_in_process(
+        job = build_definitions(settings).resolve_job_def(job_name)
+        if follower:
+            follower.start()
+        try:
+            result = job.execute_in_process(
                 instance=instance,
                 partition_key=key,
                 tags=tags,
                 raise_on_error=False,
+                run_id=run_id,
                 run_config={
                     **(run_config or {}),
                     "loggers": {"console": {"config": {"log_level": log_level}}},
                 },
             )
-        )
+        finally:
+            done.set()
+            if follower:
+                follower.join(timeout=10)
     return result
 
 
@@ -97,6 +127,8 @@ def run_failures(result) -> list[str]:
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = event.event_specific_data.error
+            if error is not None and error.cls_name == "DagsterAssetCheckFailedError":
+                continue  # the failed check says it, with its reason, below
             while (
                 error is not None
                 and error.cause is not None

@@ -12,7 +12,7 @@ from stage2_assets.market.calendar import sessions_after
 from stage2_assets.market.refresh import stored_source, summarize_log
 from stage2_assets.market.validation import quarantine_rows
 from stage2_assets.resources.model_store import POINTER_MOVES, ModelStore
-from stage2_assets.resources.warehouse import Warehouse, one
+from stage2_assets.resources.warehouse import Warehouse, has_table, one
 from stage2_assets.stats.comparison import FINAL_DECISIONS
 
 TABLES = ("raw_bars", "validated_bars", "features")
@@ -37,6 +37,13 @@ def collect_status(settings: Settings) -> dict:
         log = conn.execute(
             "SELECT * FROM refresh_log WHERE run_id = ?", [last_run[0] if last_run else ""]
         ).df()
+        notes = (
+            conn.execute(
+                "SELECT * FROM refresh_notes WHERE run_id = ?", [last_run[0] if last_run else ""]
+            ).df()
+            if has_table(conn, "refresh_notes")  # a store from before notes, not yet written to
+            else None
+        )
         source = stored_source(conn)
         quarantine = quarantine_rows(conn)
         comparison = conn.execute(
@@ -72,7 +79,7 @@ def collect_status(settings: Settings) -> dict:
                 f"the production pointer names {production}, which cannot be served: {exc}. "
                 "Roll back (`stage2 rollback`) or promote a sound version (`stage2 promote VERSION`)"
             )
-    last_refresh = summarize_log(log)
+    last_refresh = summarize_log(log, notes)
     newest = tables["validated_bars"]["last_date"]
     last_refresh["stale_sessions"] = (
         sessions_after(dt.date.fromisoformat(newest), dt.date.fromisoformat(last_refresh["as_of"]))
@@ -88,6 +95,11 @@ def collect_status(settings: Settings) -> dict:
         "last_refresh": last_refresh,
         # problem: None, or why the version the pointer names cannot be served (missing, tampered)
         "production": {"version": production, "since": since, "problem": problem},
+        # candidates that passed under ab_testing.approval: manual and wait for `stage2 approve`
+        "pending_approvals": [
+            {"version": e["version"], "as_of": e.get("as_of"), "reason": e["reason"]}
+            for e in store.pending_approvals()
+        ],
         # candidates awaiting their comparison: never production, not yet promoted or kept
         "shadow": [
             v

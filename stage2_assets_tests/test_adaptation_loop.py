@@ -86,7 +86,7 @@ def test_candidate_fitted_to_the_new_regime_is_shadowed_compared_and_promoted(lo
 
 def test_comparison_uses_the_same_rows_and_is_reproducible(loop):
     from stage2_assets.config import load_settings
-    from stage2_assets.deployment.shadow import recompute_comparison
+    from stage2_assets.promotion.shadow import recompute_comparison
 
     settings, _ = loop
     with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
@@ -361,3 +361,84 @@ def test_status_flags_a_production_pointer_that_cannot_be_served(loop, tmp_path,
     captured = capsys.readouterr()
     assert f"production: {version}" in captured.out
     assert "WARNING" in captured.err and "is not in the model store" in captured.err
+
+
+def test_manual_approval_holds_a_passing_candidate_until_a_person_decides(loop, tmp_path, capsys):
+    """A copy of the loop's stores under `ab_testing.approval: manual`, production set back to
+    the bootstrap version: the week's passing candidate waits; reject, then approve."""
+    import yaml
+
+    from stage2_assets.config import load_settings
+    from stage2_assets.promotion.pointer import decide
+
+    settings, _ = loop
+    assert main(["--config", str(settings.config_path), "backup", str(tmp_path / "bk")]) == 0
+    raw = yaml.safe_load(settings.config_path.read_text())
+    raw["storage"] = {
+        "warehouse": str(tmp_path / "copy" / "wh.duckdb"),
+        "models": str(tmp_path / "copy" / "models"),
+    }
+    raw.setdefault("ab_testing", {})["approval"] = "manual"
+    config = tmp_path / "copy.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["--config", str(config), "restore", str(tmp_path / "bk")]) == 0
+    manual = load_settings(config)
+    store = ModelStore(root=str(manual.models_path))
+    bootstrap, candidate = store.versions()[:2]
+    store.set_production(bootstrap, "rolled_back", "test: back to the bootstrap version")
+
+    import datetime as dt
+
+    with Warehouse(database=str(manual.warehouse_path)).connect() as conn:
+        outcome = decide(
+            conn, store, dt.date.fromisoformat(AS_OF), manual.ab_testing, None, manual.label_rule
+        )
+        again = decide(
+            conn, store, dt.date.fromisoformat(AS_OF), manual.ab_testing, None, manual.label_rule
+        )
+    assert outcome["action"] == "none" and store.production() == bootstrap
+    assert (
+        f"stage2 approve {candidate}" in outcome["reason"]
+        and "waits for approval" in (outcome["reason"])
+    )
+    assert again == outcome  # logged once, however often the week is decided
+    (pending,) = store.pending_approvals()
+    assert pending["version"] == candidate and pending["effect"] > pending["lower_bound"] > 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    waiting = json.loads(capsys.readouterr().out)["pending_approvals"]
+    assert [w["version"] for w in waiting] == [candidate] and waiting[0]["as_of"] == AS_OF
+
+    # the approval alert, once
+    import dagster as dg
+
+    from stage2_assets.definitions import build_definitions
+    from stage2_assets.resources.alerts import AlertChannels
+
+    sensor = next(s for s in build_definitions(manual).sensors if s.name == "pointer_events_sensor")
+    channels = AlertChannels(jsonl_path=str(tmp_path / "alerts.jsonl"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        sensor(
+            dg.build_sensor_context(
+                instance=instance, resources={"model_store": store, "alert_channels": channels}
+            )
+        )
+    alerts = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    approval = [a for a in alerts if a["kind"] == "approval"]
+    assert len(approval) == 1 and approval[0]["title"] == (
+        f"{candidate} passed its comparison and waits for approval"
+    )
+
+    # approving a version that is not waiting is refused in one line
+    capsys.readouterr()
+    assert main(["--config", str(config), "approve", bootstrap]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"stage2: {bootstrap} is not waiting for approval (waiting: {candidate})"
+    )
+    assert main(["--config", str(config), "approve", candidate, "--reason", "looked at it"]) == 0
+    assert store.production() == candidate and store.pending_approvals() == []
+    moved = store.events()[-1]
+    assert moved["event"] == "promoted" and moved["approved"] is True
+    assert moved["reason"].startswith("approved: looked at it (comparison: ")
+    assert moved["effect"] == pending["effect"] and moved["previous"] == bootstrap

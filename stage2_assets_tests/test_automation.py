@@ -59,8 +59,7 @@ def test_a_run_whose_process_was_killed_does_not_block_the_schedules(write_setti
     import subprocess
     import sys
 
-    from stage2_assets.launch import HOST_TAG, PID_TAG
-    from stage2_assets.processes import this_host
+    from stage2_assets.processes import HOST_TAG, PID_TAG, this_host
 
     defs = build_definitions(write_settings())
     dead = subprocess.run(

@@ -6,12 +6,12 @@ import json
 import pytest
 
 from stage2_assets.cli import main
-from stage2_assets.deployment.shadow import (
+from stage2_assets.errors import Stage2Error
+from stage2_assets.promotion.shadow import (
     decided_candidates,
     previous_production,
     shadow_candidates,
 )
-from stage2_assets.errors import Stage2Error
 from stage2_assets.replay.evaluation import serving_rules
 from stage2_assets.replay.runner import replay_weeks
 from stage2_assets.resources.model_store import ModelStore

@@ -5,19 +5,21 @@ from pydantic import Field
 
 from stage2_assets.assets.monitoring import model_performance
 from stage2_assets.assets.shadow import shadow_comparison
-from stage2_assets.deployment.pointer import decide, manual_promote, rollback
 from stage2_assets.errors import Stage2Error
 from stage2_assets.partitions import as_of_date, weekly_partitions
+from stage2_assets.promotion.pointer import approve, decide, manual_promote, reject, rollback
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.settings import Stage2Settings
 from stage2_assets.resources.warehouse import Warehouse
 
-ACTIONS = ("decide", "promote", "rollback")
+ACTIONS = ("decide", "promote", "rollback", "approve", "reject")
 
 
 class PointerRequest(dg.Config):
     action: str = Field(
-        "decide", description="decide (the weekly rule), promote (a named version) or rollback."
+        "decide",
+        description="decide (the weekly rule), promote (a named version), rollback, or approve / "
+        "reject (a candidate waiting for approval).",
     )
     version: str = Field(
         "", description="Version to promote or roll back to (rollback: empty = the previous one)."
@@ -55,6 +57,10 @@ def production_pointer(
         outcome = manual_promote(model_store, config.version, config.reason)
     elif config.action == "rollback":
         outcome = rollback(model_store, config.version or None, config.reason)
+    elif config.action == "approve":
+        outcome = approve(model_store, config.version, config.reason)
+    elif config.action == "reject":
+        outcome = reject(model_store, config.version, config.reason)
     else:
         settings = stage2_settings.get()
         with warehouse.connect() as conn:
@@ -69,11 +75,21 @@ def production_pointer(
     context.log.info(
         f"production_pointer: {outcome['action']} {outcome['version']}: {outcome['reason']}"
     )
+    if (
+        outcome["action"] == "none" and config.action == "decide"
+    ):  # why it did not move goes to the audit log too
+        model_store.append_event(
+            "pointer_unchanged",
+            model_store.production(),
+            outcome["reason"],
+            as_of=as_of.isoformat(),
+            run_id=context.run.run_id,
+        )
     return dg.MaterializeResult(
         metadata={
             "production": dg.MetadataValue.text(model_store.production() or "none"),
             "action": dg.MetadataValue.text(outcome["action"]),
             "reason": dg.MetadataValue.text(outcome["reason"]),
-            "moved": dg.MetadataValue.bool(outcome["action"] != "none"),
+            "moved": dg.MetadataValue.bool(outcome["action"] not in ("none", "rejected")),
         }
     )

@@ -4,8 +4,8 @@ import dagster as dg
 
 from stage2_assets.assets.market_data import md_table
 from stage2_assets.assets.shadow import predictions
-from stage2_assets.deployment.shadow import check_degradation, record_performance, tracked_models
 from stage2_assets.partitions import as_of_date, weekly_partitions
+from stage2_assets.promotion.shadow import check_degradation, record_performance, tracked_models
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.settings import Stage2Settings
 from stage2_assets.resources.warehouse import Warehouse

@@ -6,13 +6,13 @@ import pandas as pd
 from stage2_assets.assets.features import features
 from stage2_assets.assets.market_data import md_table
 from stage2_assets.assets.training import REPLAY_TAG, ensemble_vN
-from stage2_assets.deployment.shadow import (
+from stage2_assets.partitions import as_of_date, weekly_partitions
+from stage2_assets.promotion.shadow import (
     fill_outcomes,
     log_predictions,
     run_comparisons,
     tracked_models,
 )
-from stage2_assets.partitions import as_of_date, weekly_partitions
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.settings import Stage2Settings
 from stage2_assets.resources.warehouse import Warehouse, one

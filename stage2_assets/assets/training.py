@@ -5,7 +5,6 @@ import pandas as pd
 
 from stage2_assets.assets.features import features, require_features_rule
 from stage2_assets.assets.market_data import md_table
-from stage2_assets.deployment.shadow import arm_versions, shadow_candidates
 from stage2_assets.errors import TrainingError
 from stage2_assets.market.calendar import sessions_after
 from stage2_assets.ml.candidate import (
@@ -15,6 +14,7 @@ from stage2_assets.ml.candidate import (
     split_fingerprint,
 )
 from stage2_assets.partitions import as_of_date, weekly_partitions
+from stage2_assets.promotion.shadow import arm_versions, shadow_candidates
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.settings import Stage2Settings
 from stage2_assets.resources.warehouse import Warehouse
@@ -106,7 +106,11 @@ def ensemble_vN(
     replay = context.run.tags.get(REPLAY_TAG) == "true"
     removed = model_store.prune(
         settings.retraining.keep_versions,
-        protect=[*in_shadow, *arm_versions(model_store, cutoff, replay)],
+        protect=[
+            *in_shadow,
+            *arm_versions(model_store, cutoff, replay),
+            *(e["version"] for e in model_store.pending_approvals()),
+        ],
     )
     ensemble = metadata["metrics"]["ensemble"]
     baselines = metadata["metrics"]["baselines"]

@@ -10,8 +10,8 @@ import datetime as dt
 
 import dagster as dg
 
-from stage2_assets.launch import reap_orphaned_runs
 from stage2_assets.partitions import AS_OF_TAG, partition_key_for
+from stage2_assets.processes import reap_orphaned_runs
 
 IN_PROGRESS = [
     dg.DagsterRunStatus.QUEUED,

@@ -9,6 +9,8 @@ import datetime as dt
 import json
 
 import dagster as dg
+import duckdb
+import pandas as pd
 
 from stage2_assets.partitions import AS_OF_TAG, partition_key_for
 from stage2_assets.resources.alerts import Alert, AlertChannels
@@ -18,11 +20,15 @@ from stage2_assets.resources.warehouse import Warehouse, WarehouseBusyError
 POINTER_EVENTS = {"promoted": "promotion", "manual_promote": "promotion", "rolled_back": "rollback"}
 
 
-def _read(warehouse: Warehouse, sql: str, params: list):
+def _read(warehouse: Warehouse, sql: str, params: list, table_may_be_new: bool = False):
     try:
         return warehouse.query_df(sql, params)
     except WarehouseBusyError as exc:
         return exc
+    except duckdb.CatalogException:
+        if not table_may_be_new:  # a store written before the table existed: nothing to read yet
+            raise
+        return pd.DataFrame()
 
 
 def build_sensors(jobs: dict, default_status: dg.DefaultSensorStatus) -> list:
@@ -81,20 +87,34 @@ def build_sensors(jobs: dict, default_status: dg.DefaultSensorStatus) -> list:
         name="data_quality_sensor",
         minimum_interval_seconds=60,
         default_status=default_status,
-        description="Symbols quarantined by the quality gate, or the gate blocking a refresh: alert with symbols and reasons.",
+        description="Symbols quarantined by the quality gate, the gate blocking a refresh, or symbols "
+        "vanishing from the source: alert with symbols and reasons.",
     )
     def data_quality_sensor(
         context: dg.SensorEvaluationContext, warehouse: Warehouse, alert_channels: AlertChannels
     ):
-        since = context.cursor or ""
+        # cursor: {"verdicts": last checked_at, "notes": last logged_at}; a bare string is the
+        # verdicts cursor of an older release
+        cursor = json.loads(context.cursor) if (context.cursor or "").startswith("{") else {}
+        if context.cursor and not cursor:
+            cursor = {"verdicts": context.cursor}
         rows = _read(
             warehouse,
             "SELECT run_id, symbol, checked_at, passed, errors FROM quality_log WHERE CAST(checked_at AS VARCHAR) > ? ORDER BY checked_at",
-            [since],
+            [cursor.get("verdicts", "")],
         )
         if isinstance(rows, Exception):
             return dg.SkipReason(str(rows))
-        if rows.empty:
+        notes = _read(
+            warehouse,
+            "SELECT run_id, as_of, subject, detail, logged_at FROM refresh_notes "
+            "WHERE kind = 'missing_symbol' AND CAST(logged_at AS VARCHAR) > ? ORDER BY logged_at",
+            [cursor.get("notes", "")],
+            table_may_be_new=True,
+        )
+        if isinstance(notes, Exception):
+            return dg.SkipReason(str(notes))
+        if rows.empty and notes.empty:
             return dg.SkipReason("no new quality verdicts")
         for run_id, verdicts in rows.groupby("run_id", sort=False):
             failed = verdicts[~verdicts["passed"]]
@@ -115,13 +135,39 @@ def build_sensors(jobs: dict, default_status: dg.DefaultSensorStatus) -> list:
                 ),
                 context.log,
             )
-        return dg.SensorResult(cursor=str(rows["checked_at"].max()))
+        for run_id, missing in notes.groupby("run_id", sort=False):
+            # announced once: in the first run that found each symbol missing
+            seen = [(r.subject, json.loads(r.detail)) for r in missing.itertuples()]
+            as_of = str(missing["as_of"].iloc[0])[:10]
+            new = [(s, d) for s, d in seen if d["since"] == as_of]
+            if not new:
+                continue
+            alert_channels.send(
+                Alert(
+                    kind="data_quality",
+                    severity="warning",
+                    title=f"{len(new)} symbol(s) no longer delivered by the source",
+                    body="\n".join(
+                        f"{s}: not listed by the source as of {as_of} (last stored bar {d['last_bar']})"
+                        for s, d in new
+                    ),
+                    details={"run_id": run_id, "missing_symbols": [s for s, _ in new]},
+                    key=f"missing-{run_id}",
+                ),
+                context.log,
+            )
+        if not rows.empty:
+            cursor["verdicts"] = str(rows["checked_at"].max())
+        if not notes.empty:
+            cursor["notes"] = str(notes["logged_at"].max())
+        return dg.SensorResult(cursor=json.dumps(cursor))
 
     @dg.sensor(
         name="pointer_events_sensor",
         minimum_interval_seconds=30,
         default_status=default_status,
-        description="Promotions and rollbacks of the production pointer: an informational alert each.",
+        description="Promotions and rollbacks of the production pointer (an informational alert "
+        "each), and candidates waiting for approval (a warning each).",
     )
     def pointer_events_sensor(
         context: dg.SensorEvaluationContext, model_store: ModelStore, alert_channels: AlertChannels
@@ -129,6 +175,21 @@ def build_sensors(jobs: dict, default_status: dg.DefaultSensorStatus) -> list:
         seen = int(context.cursor or 0)
         events = model_store.events()
         for event in events[seen:]:
+            if event["event"] == "awaiting_approval":
+                version = event["version"]
+                alert_channels.send(
+                    Alert(
+                        kind="approval",
+                        severity="warning",
+                        title=f"{version} passed its comparison and waits for approval",
+                        body=f"{event['reason']}\nproduction: {event.get('production')}\n"
+                        f"approve: stage2 approve {version}\nreject: stage2 reject {version}",
+                        details=event,
+                        key=f"approval-{version}-{event['at']}",
+                    ),
+                    context.log,
+                )
+                continue
             kind = POINTER_EVENTS.get(event["event"])
             if kind is None:
                 continue

@@ -8,6 +8,7 @@ correcting last week's close is normal life). The whole write is one transaction
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 
 import duckdb
@@ -79,9 +80,11 @@ def store_fetched(
     run_id: str,
     as_of: dt.date,
     full: Iterable[str] = (),
+    notes: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Write new and revised bars and the refresh log in one transaction; return the log rows.
-    Quarantined symbols and those in ``full`` were fetched whole: their raw history is replaced."""
+    """Write new and revised bars, the refresh log and the run's notes (``refresh_notes``) in one
+    transaction; return the log rows. Quarantined symbols and those in ``full`` were fetched
+    whole: their raw history is replaced."""
     frames = [f for f in fetched.bars.values() if not f.empty]
     incoming = pd.concat(frames, ignore_index=True)[STORED_COLUMNS] if frames else None
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
@@ -97,6 +100,10 @@ def store_fetched(
         fault_point("refresh_insert")  # bars written, transaction still open
         conn.execute("INSERT INTO refresh_log SELECT * FROM refresh_log_rows")
         conn.unregister("refresh_log_rows")
+        if notes is not None and not notes.empty:
+            conn.register("refresh_note_rows", notes)
+            conn.execute("INSERT INTO refresh_notes SELECT * FROM refresh_note_rows")
+            conn.unregister("refresh_note_rows")
         if incoming is not None:
             conn.execute(
                 "INSERT INTO store_info VALUES ('source', ?) ON CONFLICT (key) DO NOTHING", [source]
@@ -244,12 +251,30 @@ def _log_rows(
     return log
 
 
-def summarize_log(log: pd.DataFrame) -> dict:
-    """The ``last_refresh`` block of ``stage2 status --json``."""
+def summarize_log(log: pd.DataFrame, notes: pd.DataFrame | None = None) -> dict:
+    """The ``last_refresh`` block of ``stage2 status --json``: the run's per-symbol log and its
+    notes (symbols missing from the source, refused files, re-adjusted histories)."""
+    from stage2_assets.market.screening import COLLAPSED, MISSING, READJUSTED, REFUSED_FILE
+
+    notes = notes if notes is not None else pd.DataFrame(columns=["kind", "subject", "detail"])
+
+    def noted(kind: str) -> list[tuple[str, dict]]:
+        part = notes[notes["kind"] == kind].sort_values("subject")
+        return [(r.subject, json.loads(r.detail)) for r in part.itertuples()]
+
+    noted_keys = {
+        "missing_symbols": [s for s, _ in noted(MISSING)],
+        "missing_since": {s: d["since"] for s, d in noted(MISSING)},
+        "refused_files": [{"file": s, "reason": d["reason"]} for s, d in noted(REFUSED_FILE)],
+        "readjusted_symbols": [s for s, _ in noted(READJUSTED)],
+        "readjustment_factors": {s: d["factor"] for s, d in noted(READJUSTED)},
+        "collapsed_duplicates": {s: d["rows"] for s, d in noted(COLLAPSED)},
+    }
     if log.empty:
-        return {"fetched": 0, "new": 0, "revised": 0, "failed_symbols": []}
+        return {"fetched": 0, "new": 0, "revised": 0, "failed_symbols": [], **noted_keys}
     failed = sorted(log.loc[log["error"].notna(), "symbol"].tolist())
     return {
+        **noted_keys,
         "fetched": int(log["fetched"].sum()),
         "new": int(log["new"].sum()),
         "revised": int(log["revised"].sum()),

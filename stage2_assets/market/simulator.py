@@ -267,9 +267,10 @@ def _plant(frame: pd.DataFrame, wart: str) -> pd.DataFrame:
     at = WART_SESSION
     frame = frame.copy()
     if wart == "duplicate_day":
-        frame = pd.concat(
-            [frame.iloc[: at + 1], frame.iloc[[at]], frame.iloc[at + 1 :]], ignore_index=True
-        )
+        # a second copy of the day with another volume (as CBS's in the real data differs): an
+        # exact copy would be collapsed before storage and never reach the gate
+        again = frame.iloc[[at]].assign(volume=frame.iloc[at]["volume"] * 2)
+        frame = pd.concat([frame.iloc[: at + 1], again, frame.iloc[at + 1 :]], ignore_index=True)
     elif wart == "zero_price":
         frame.loc[at, "close"] = 0.0
     elif wart == "nan_close":

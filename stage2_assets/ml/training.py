@@ -21,15 +21,10 @@ from torch.utils.data import (
 
 from stage2_assets.ml.ensemble import BatchedMLP
 
-
-class _NoAdvertisements(logging.Filter):
-    """Drop Lightning's advertisement for its cloud logger from every training log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in str(record.msg)
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertisements())
+# Lightning's banner ("GPU available: False, used: False", "TPU available", its advertisement for a
+# cloud logger) is info on this logger; the device used is recorded in each version's metadata.
+# Its warnings still come through.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 class EnsembleModule(L.LightningModule):

@@ -8,15 +8,15 @@ import datetime as dt
 import duckdb
 import pandas as pd
 
-from stage2_assets.deployment.shadow import (
+from stage2_assets.errors import ModelStoreError
+from stage2_assets.names import validate_version
+from stage2_assets.promotion.shadow import (
     cutoff_of,
     label_rule_of,
     paired_rows,
     previous_production,
     resolved_rows,
 )
-from stage2_assets.errors import ModelStoreError
-from stage2_assets.names import validate_version
 from stage2_assets.resources.model_store import POINTER_MOVES, ModelStore
 from stage2_assets.resources.warehouse import one
 from stage2_assets.stats.comparison import PROMOTE, compare_under
@@ -112,19 +112,19 @@ def decide(
         reason = row["reason"]
         if len(order) > 1:
             reason = f"{reason}; chosen among {', '.join(order)} by {choice['method']}"
-        store.set_production(
-            choice["chosen"],
-            "promoted",
-            reason,
-            as_of=as_of.isoformat(),
-            accuracy_diff=float(row["accuracy_diff"]),
-            p_mcnemar=float(row["p_mcnemar"]),
-            rows=int(row["rows"]),
-            effect=float(row["effect"]),
-            lower_bound=float(row["lower_bound"]),
-            days=int(row["days"]),
-            p_value=float(row["p_value"]),
-        )
+        statistics = {
+            "as_of": as_of.isoformat(),
+            "accuracy_diff": float(row["accuracy_diff"]),
+            "p_mcnemar": float(row["p_mcnemar"]),
+            "rows": int(row["rows"]),
+            "effect": float(row["effect"]),
+            "lower_bound": float(row["lower_bound"]),
+            "days": int(row["days"]),
+            "p_value": float(row["p_value"]),
+        }
+        if getattr(ab, "approval", "auto") == "manual":
+            return _await_approval(store, choice["chosen"], production, reason, statistics)
+        store.set_production(choice["chosen"], "promoted", reason, **statistics)
         return {"action": "promoted", "version": choice["chosen"], "reason": reason}
 
     alert = first_degradation(conn, store, production)
@@ -196,6 +196,52 @@ def _daily_losses(conn, versions: list[str], production: str, metric: str):
             .mean()
         )
     return pd.DataFrame(frames).dropna()
+
+
+def _await_approval(
+    store: ModelStore, version: str, production: str, reason: str, statistics: dict
+) -> dict:
+    """Under ``approval: manual`` a passing candidate waits for a person; logged once."""
+    if version not in {e["version"] for e in store.pending_approvals()}:
+        store.append_event(
+            "awaiting_approval", version, reason, production=production, **statistics
+        )
+    return {
+        "action": "none",
+        "version": production,
+        "reason": f"{version} passed its comparison ({reason}) and waits for approval "
+        f"(ab_testing.approval: manual): `stage2 approve {version}` or `stage2 reject {version}`",
+    }
+
+
+def approve(store: ModelStore, version: str, reason: str) -> dict:
+    """Promote a candidate that waits for approval, with the statistics of its comparison."""
+    version = validate_version(version)
+    waiting = {e["version"]: e for e in store.pending_approvals()}
+    if version not in waiting:
+        listed = ", ".join(waiting) or "none"
+        raise ModelStoreError(
+            f"{version} is not waiting for approval (waiting: {listed}); "
+            "`stage2 promote VERSION` promotes any version by hand"
+        )
+    event = waiting[version]
+    statistics = {
+        k: event[k]
+        for k in ("as_of", "accuracy_diff", "p_mcnemar", "rows", "effect", "lower_bound", "days")
+        if k in event
+    }
+    why = f"approved{': ' + reason if reason else ''} (comparison: {event['reason']})"
+    store.set_production(version, "promoted", why, approved=True, **statistics)
+    return {"action": "promoted", "version": version, "reason": why}
+
+
+def reject(store: ModelStore, version: str, reason: str) -> dict:
+    """Turn down a candidate that waits for approval; it stays in the store, never served."""
+    version = validate_version(version)
+    if version not in {e["version"] for e in store.pending_approvals()}:
+        raise ModelStoreError(f"{version} is not waiting for approval")
+    store.append_event("rejected", version, reason or "rejected by an operator")
+    return {"action": "rejected", "version": version, "reason": reason or "rejected"}
 
 
 def manual_promote(store: ModelStore, version: str, reason: str) -> dict:

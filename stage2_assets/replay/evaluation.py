@@ -6,7 +6,7 @@ Arms, each a rule for which version serves on a day:
 - ``always_promote``: the newest candidate, served from the day after its cut-off, without any test.
 
 Every arm is scored from the predictions logged during the replay (the ``predictions`` table: each
-version logs every day it could serve in some arm, see ``deployment.shadow.tracked_models``), on
+version logs every day it could serve in some arm, see ``promotion.shadow.tracked_models``), on
 exactly the same (symbol, date) rows: days on which every arm's version logged a prediction and the
 outcome is known by the replay's last as-of date. The versions and their cut-offs come from the
 store's event log, so nothing depends on which versions retention left on disk. Intervals resample
@@ -20,8 +20,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from stage2_assets.deployment.shadow import trailing_base_rate
 from stage2_assets.ml.metrics import brier_skill_score, classification_metrics
+from stage2_assets.promotion.shadow import trailing_base_rate
 from stage2_assets.resources.model_store import POINTER_MOVES, ModelStore
 from stage2_assets.resources.warehouse import Warehouse
 from stage2_assets.stats import evidence

@@ -105,7 +105,7 @@ def replay_weeks(settings, start: dt.date, end: dt.date) -> list[tuple[str, dt.d
 def refuse_later_history(settings, first: dt.date) -> None:
     """A replay walks forward from ``first``: stores that already hold a later candidate or pointer
     move (weekly runs past that date, another replay) would be read as if they were its past."""
-    from stage2_assets.deployment.history import pointer_history
+    from stage2_assets.promotion.history import pointer_history
     from stage2_assets.resources.model_store import ModelStore
 
     store = ModelStore(root=str(settings.models_path))

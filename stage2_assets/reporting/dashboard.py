@@ -17,9 +17,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from stage2_assets.resources.model_store import POINTER_MOVES, ModelStore  # noqa: E402
-from stage2_assets.resources.warehouse import Warehouse  # noqa: E402
+from stage2_assets.resources.warehouse import Warehouse, has_table  # noqa: E402
 
 # A fixed hash salt and no creation date keep the SVG output identical run after run.
 plt.rcParams.update(
@@ -33,6 +34,7 @@ plt.rcParams.update(
 )
 
 _CSS = """
+.blocked{color:#c62828;font-weight:600} .warn{color:#9a3412}
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#1f2933}
 h1{font-size:22px;margin-bottom:2px} h2{font-size:16px;margin-top:28px;border-bottom:1px solid #d9e2ec;padding-bottom:4px}
 .meta{color:#627d98;font-size:13px} table{border-collapse:collapse;font-size:13px;margin:8px 0}
@@ -50,12 +52,19 @@ def _svg(fig) -> str:
     return text[text.index("<svg") :]
 
 
+_BLOCKED_CELL = '<td class="blocked">blocked</td>'
+
+
 def _table(frame: pd.DataFrame, limit: int = 40) -> str:
     if frame.empty:
         return '<p class="none">none</p>'
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+        "<tr>"
+        + "".join(
+            (_BLOCKED_CELL if v == "blocked" else f"<td>{html.escape(_fmt(v))}</td>") for v in row
+        )
+        + "</tr>"
         for row in frame.head(limit).itertuples(index=False)
     )
     more = f'<p class="meta">… {len(frame) - limit} more</p>' if len(frame) > limit else ""
@@ -138,30 +147,51 @@ def _timeline_chart(events: list[dict]) -> str:
     ax.set_yticks(range(len(versions)), versions)
     for name, color in colors.items():
         ax.scatter([], [], color=color, label=name.replace("_", " "))
-    ax.legend(fontsize=7, loc="upper left", ncol=3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.autofmt_xdate()
+    fig.subplots_adjust(right=0.78)
     return _svg(fig)
 
 
 def _refresh_chart(history: pd.DataFrame) -> str:
     if history.empty:
         return '<p class="none">no refresh yet</p>'
-    fig, ax = plt.subplots(figsize=(7, 2.8))
-    x = range(len(history))
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    x = list(range(len(history)))
+    blocked = (history["gate"] == "blocked").to_numpy()
     ax.bar(x, history["new"], label="new bars", color="#2f80ed")
     ax.bar(x, history["revised"], bottom=history["new"], label="revised", color="#f2994a")
-    ax.set_xticks(list(x), [str(d)[:10] for d in history["as_of"]], rotation=45, ha="right")
+    top = max(float((history["new"] + history["revised"]).max()), 1.0)
+    for i in [i for i, b in enumerate(blocked) if b]:
+        ax.axvspan(i - 0.45, i + 0.45, color="#c62828", alpha=0.15, lw=0)
+    ax.bar([], [], color="#c62828", alpha=0.15, label="gate blocked")
+    ax.set_xticks(x, [str(d)[:10] for d in history["as_of"]], rotation=45, ha="right")
     ax.set_ylabel("bars written")
     ax.set_yscale("symlog")
+    ax.set_ylim(0, top * 4)
     twin = ax.twinx()
-    twin.plot(list(x), history["failed"], color="#c62828", marker="x", label="failed symbols")
+    twin.plot(x, history["failed"], color="#c62828", marker="x", label="failed symbols")
     twin.set_ylabel("failed symbols")
-    ax.legend(fontsize=7, loc="upper right")
+    # whole symbols only, from zero: no ±0.04 ticks on a week without failures
+    twin.set_ylim(0, max(int(history["failed"].max()), 1) + 1)
+    twin.yaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    labels = ax.get_legend_handles_labels()[1] + twin.get_legend_handles_labels()[1]
+    # below the axes, so no bar or line is covered
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=4, frameon=False)
+    fig.subplots_adjust(bottom=0.38)
     return _svg(fig)
 
 
 def gather(warehouse: Warehouse, store: ModelStore) -> dict:
     with warehouse.connect(read_only=True) as conn:
+        # the gate's outcome per refresh run (a store from before gate notes: unknown)
+        gate = (
+            "coalesce((SELECT max(subject) FROM refresh_notes n WHERE n.run_id = runs.run_id "
+            "AND n.kind = 'gate'), 'not recorded')"
+            if has_table(conn, "refresh_notes")
+            else "'not recorded'"
+        )
         frames = {
             "performance": conn.execute("SELECT * FROM model_performance ORDER BY as_of").df(),
             "comparison": conn.execute(
@@ -175,10 +205,13 @@ def gather(warehouse: Warehouse, store: ModelStore) -> dict:
                    QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY checked_at DESC) = 1 ORDER BY symbol"""
             ).df(),
             "refresh": conn.execute(
-                """SELECT run_id, CAST(max(as_of) AS VARCHAR) AS as_of, CAST(sum(fetched) AS BIGINT) AS fetched,
-                          CAST(sum(new) AS BIGINT) AS new, CAST(sum(revised) AS BIGINT) AS revised,
-                          count(error) AS failed, min(logged_at) AS logged_at
-                   FROM refresh_log GROUP BY run_id ORDER BY logged_at DESC LIMIT 30"""
+                f"""WITH runs AS (
+                       SELECT run_id, CAST(max(as_of) AS VARCHAR) AS as_of, CAST(sum(fetched) AS BIGINT) AS fetched,
+                              CAST(sum(new) AS BIGINT) AS new, CAST(sum(revised) AS BIGINT) AS revised,
+                              count(error) AS failed, min(logged_at) AS logged_at
+                       FROM refresh_log GROUP BY run_id)
+                   SELECT runs.*, {gate} AS gate FROM runs
+                   ORDER BY logged_at DESC LIMIT 30"""
             )
             .df()
             .iloc[::-1]
@@ -192,7 +225,29 @@ def gather(warehouse: Warehouse, store: ModelStore) -> dict:
         }
     frames["events"] = store.events()
     frames["production"] = store.production()
+    frames["pending"] = store.pending_approvals()
     return frames
+
+
+def _pointer_note(data: dict) -> str:
+    """Why production is where it is: the last weekly decision that left it, and any candidate
+    waiting for approval."""
+    parts = []
+    moves = [e for e in data["events"] if e["event"] in POINTER_MOVES]
+    kept = [e for e in data["events"] if e["event"] == "pointer_unchanged"]
+    if kept and (not moves or kept[-1]["at"] >= moves[-1]["at"]):
+        last = kept[-1]
+        parts.append(
+            f"<p>Production has not moved since the weekly decision of {html.escape(str(last.get('as_of')))}: "
+            f"{html.escape(last['reason'])}</p>"
+        )
+    for event in data.get("pending", []):
+        parts.append(
+            f'<p class="warn">Waiting for approval: <b>{html.escape(event["version"])}</b> '
+            f"({html.escape(event['reason'])}); <code>stage2 approve {html.escape(event['version'])}</code> "
+            f"or <code>stage2 reject {html.escape(event['version'])}</code></p>"
+        )
+    return "".join(parts)
 
 
 def render(data: dict, title: str = "stage2 dashboard") -> str:
@@ -252,8 +307,8 @@ def render(data: dict, title: str = "stage2 dashboard") -> str:
 <h2>Accuracy and calibration over time, per version</h2><div class="chart">{_performance_chart(data["performance"])}</div>
 <div class="grid"><div><h2>Reliability of production</h2><div class="chart">{_reliability_chart(data["performance"])}</div></div>
 <div><h2>Latest shadow comparison</h2>{latest or '<p class="none">no comparison yet</p>'}</div></div>
-<h2>Production timeline</h2><div class="chart">{_timeline_chart(data["events"])}</div>{_table(moves)}
+<h2>Production timeline</h2>{_pointer_note(data)}<div class="chart">{_timeline_chart(data["events"])}</div>{_table(moves)}
 <h2>Data quality per symbol</h2><h3>Quarantined</h3>{_table(quarantine)}<h3>Flagged (let through)</h3>{_table(flags)}
 <h2>Refresh history</h2><div class="chart">{_refresh_chart(data["refresh"])}</div>
-{_table(data["refresh"][["as_of", "fetched", "new", "revised", "failed"]].iloc[::-1])}
+{_table(data["refresh"][["as_of", "fetched", "new", "revised", "failed", "gate"]].iloc[::-1])}
 </body></html>"""

@@ -251,6 +251,19 @@ class ModelStore(dg.ConfigurableResource):
                 seen.append(event["version"])
         return seen
 
+    def pending_approvals(self) -> list[dict]:
+        """Candidates that passed their comparison under ``approval: manual`` and wait for a
+        person: their ``awaiting_approval`` event, not yet followed by an approval (a move to them)
+        or a rejection, oldest first."""
+        pending: dict[str, dict] = {}
+        for event in self.events():
+            version = event.get("version")
+            if event["event"] == "awaiting_approval":
+                pending[version] = event
+            elif event["event"] == "rejected" or event["event"] in POINTER_MOVES:
+                pending.pop(version, None)
+        return list(pending.values())
+
     def trained_cutoffs(self) -> dict[str, str]:
         """{version: cut-off} of every version this store ever trained, pruned ones included (from
         the event log; a version from before cut-offs were logged: from its metadata, if kept)."""

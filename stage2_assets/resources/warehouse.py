@@ -7,6 +7,8 @@ fails with a message that names the file.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +67,9 @@ CREATE TABLE IF NOT EXISTS refresh_log (
     fetched INTEGER, new INTEGER, revised INTEGER, first_date DATE, last_date DATE,
     error VARCHAR, duration_s DOUBLE, logged_at TIMESTAMP
 );
+CREATE TABLE IF NOT EXISTS refresh_notes (
+    run_id VARCHAR, as_of DATE, kind VARCHAR, subject VARCHAR, detail VARCHAR, logged_at TIMESTAMP
+);
 CREATE TABLE IF NOT EXISTS validated_bars (
     symbol VARCHAR NOT NULL, date DATE NOT NULL,
     open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE,
@@ -113,6 +118,12 @@ CREATE TABLE IF NOT EXISTS degradation_log (
 {ADDED_COLUMNS}
 """
 
+# The schema a store was last brought up to, recorded in store_info: a writable connection runs
+# SCHEMA (creating tables, adding the columns of ADDED_COLUMNS to an old store) only when the text
+# changed since, so opening a current store costs one lookup instead of a dozen DDL statements.
+SCHEMA_VERSION = hashlib.sha256(SCHEMA.encode()).hexdigest()[:16]
+_SCHEMA_KEY = "schema_version"
+
 # Nothing may phone home: DuckDB would otherwise fetch extensions from its repository on demand.
 _OFFLINE = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
@@ -127,12 +138,132 @@ def one(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -
     return rows[0] if rows else None
 
 
+def has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the store has this table yet (a store opened read-only keeps its old schema)."""
+    return one(conn, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name])[0] > 0
+
+
+def _ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    """Bring the store to SCHEMA unless store_info says it already is."""
+    try:
+        current = one(conn, "SELECT value FROM store_info WHERE key = ?", [_SCHEMA_KEY])
+    except duckdb.CatalogException:  # a new file: no store_info yet
+        current = None
+    if current is not None and current[0] == SCHEMA_VERSION:
+        return
+    conn.execute(SCHEMA)
+    conn.execute("INSERT OR REPLACE INTO store_info VALUES (?, ?)", [_SCHEMA_KEY, SCHEMA_VERSION])
+
+
 class WarehouseBusyError(Stage2Error):
     """Another process holds the warehouse file."""
 
 
+class WarehouseCorruptError(Stage2Error):
+    """The warehouse file cannot be read: truncated, overwritten, not a DuckDB file."""
+
+
+class _Locked(Exception):
+    """DuckDB's lock is held by another process (worth waiting for)."""
+
+
+_LOCK_HOLDER = re.compile(r"\(PID (\d+)\)")
+# What DuckDB says of a file it cannot read as a database (truncated, overwritten, not DuckDB)
+_CORRUPT_SIGNS = (
+    "not a valid DuckDB database file",
+    "Could not read enough bytes",
+    "Corrupt",
+    "checksum",
+    "Serialization Error",
+    "INTERNAL Error",
+)
+
+
+def _corrupt(path: Path, exc: BaseException | str) -> WarehouseCorruptError:
+    return WarehouseCorruptError(
+        f"warehouse {path} is corrupt and cannot be read (DuckDB: {str(exc).splitlines()[0]}); "
+        "nothing was answered from it. Restore the last backup with `stage2 restore BACKUP_DIR` "
+        "(see docs/runbook.md), or move the file aside and refresh into a new store"
+    )
+
+
+def _looks_corrupt(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, (duckdb.SerializationException, duckdb.InternalException)) or any(
+        sign in text for sign in _CORRUPT_SIGNS
+    )
+
+
+def _busy(path: Path, exc: BaseException) -> WarehouseBusyError:
+    """Name the process that holds the lock, and whether it is alive here."""
+    from stage2_assets.processes import pid_alive
+
+    match = _LOCK_HOLDER.search(str(exc))
+    if match and pid_alive(int(match.group(1))):
+        holder = f"process {match.group(1)}, running"
+        advice = "wait for it to finish (or stop it), then run the command again"
+    elif match:
+        holder = f"process {match.group(1)}, which is not running on this machine"
+        advice = "another machine or container uses the file: stop it there first"
+    else:
+        holder = "another process"
+        advice = "wait for it to finish, then run the command again"
+    return WarehouseBusyError(f"warehouse {path} is in use by {holder}: {advice}")
+
+
+_HEADERS = 3 * 4096  # DuckDB's main header and its two database headers
+
+
+def _check_length(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """A file cut short opens, and may answer the queries that touch only its first blocks: its
+    length must at least hold the blocks in use (each has a slot of its own; free blocks may lie
+    past the end of the file, so the total is no bound). Skipped while a write-ahead log is pending."""
+    if Path(f"{path}.wal").exists():
+        return
+    _, _, block_size, _, used_blocks, *_ = conn.execute("PRAGMA database_size").fetchall()[0]
+    expected = _HEADERS + int(used_blocks) * int(block_size)
+    length = path.stat().st_size
+    if length < expected:
+        conn.close()
+        raise _corrupt(
+            path, f"the file holds {length} bytes, fewer than the {expected} its blocks in use need"
+        )
+
+
 class Warehouse(DuckDBResource):
-    """The stage2 warehouse file; ``connect()`` yields a connection with the schema in place."""
+    """The stage2 warehouse file; ``connect()`` yields a connection with the schema in place.
+
+    A file another process holds is waited for (with back-off) and then reported busy, naming the
+    holder; a file DuckDB cannot read is reported corrupt, naming the way back, whether that shows
+    when it is opened or in a query."""
+
+    def _open(self, path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+        def attempt() -> duckdb.DuckDBPyConnection:
+            try:
+                return duckdb.connect(
+                    str(path),
+                    read_only=read_only,
+                    config={**_OFFLINE, **self.connection_config},
+                )
+            except duckdb.IOException as exc:
+                if "Could not set lock" in str(exc):
+                    raise _Locked(str(exc)) from None
+                raise
+
+        try:
+            conn = backoff(fn=attempt, retry_on=(_Locked,), max_retries=8)
+            _check_length(conn, path)
+            return conn
+        except _Locked as exc:
+            raise _busy(path, exc) from None
+        except WarehouseCorruptError:
+            raise
+        except duckdb.Error as exc:
+            if _looks_corrupt(exc):
+                raise _corrupt(path, exc) from None
+            raise Stage2Error(
+                f"warehouse {path} cannot be opened (DuckDB: {str(exc).splitlines()[0]})"
+            ) from None
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -142,25 +273,21 @@ class Warehouse(DuckDBResource):
             conn.execute(SCHEMA)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                conn = backoff(
-                    fn=duckdb.connect,
-                    retry_on=(duckdb.IOException,),
-                    kwargs={
-                        "database": str(path),
-                        "read_only": read_only,
-                        "config": {**_OFFLINE, **self.connection_config},
-                    },
-                    max_retries=8,
-                )
-            except duckdb.IOException as exc:
-                raise WarehouseBusyError(
-                    f"warehouse {path} is in use by another process ({exc}); wait for it to finish"
-                ) from None
+            conn = self._open(path, read_only)
             if not read_only:
-                conn.execute(SCHEMA)
+                try:
+                    _ensure_schema(conn)
+                except duckdb.Error as exc:
+                    conn.close()
+                    if _looks_corrupt(exc):
+                        raise _corrupt(path, exc) from None
+                    raise
         try:
             yield conn
+        except duckdb.Error as exc:
+            if _looks_corrupt(exc):  # a file that opened but breaks when read
+                raise _corrupt(path, exc) from None
+            raise
         finally:
             conn.close()
 

@@ -3,7 +3,7 @@ twins (a CSV folder, the simulated market), each in a module of its own; the con
 
 from __future__ import annotations
 
-from stage2_assets.resources.market_data.base import FetchResult, MarketDataSource
+from stage2_assets.resources.market_data.base import FetchResult, Listing, MarketDataSource
 from stage2_assets.resources.market_data.csv_source import CsvSource, read_tail_rows
 from stage2_assets.resources.market_data.simulated_source import (
     EpisodeConfig,
@@ -20,6 +20,7 @@ __all__ = [
     "CsvSource",
     "EpisodeConfig",
     "FetchResult",
+    "Listing",
     "MarketDataSource",
     "RegimeConfig",
     "SimulatedSource",
@@ -35,7 +36,9 @@ def source_from_settings(settings) -> MarketDataSource:
     """The source named by ``data_source.kind``, configured from the settings."""
     ds = settings.data_source
     if ds.kind == "csv":
-        return CsvSource(folder=str(settings.csv_path))
+        return CsvSource(
+            folder=str(settings.csv_path), max_file_mb=settings.data_refresh.max_file_mb
+        )
     if ds.kind == "yfinance":
         refresh = settings.data_refresh
         return YFinanceSource(

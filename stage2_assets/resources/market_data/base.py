@@ -30,6 +30,15 @@ class FetchResult:
             self.seconds[symbol] = share
 
 
+@dataclass
+class Listing:
+    """What a source says it serves: its symbols, and the entries it refused with the reason
+    (a file whose name is not a ticker, two files naming one symbol)."""
+
+    symbols: list[str]
+    refused: list[dict[str, str]] = field(default_factory=list)
+
+
 class MarketDataSource(dg.ConfigurableResource, abc.ABC):
     """Daily OHLCV bars for a list of symbols. ``kind`` is recorded on every stored bar."""
 
@@ -40,6 +49,17 @@ class MarketDataSource(dg.ConfigurableResource, abc.ABC):
     @abc.abstractmethod
     def available_symbols(self) -> list[str]:
         """The symbols this source serves when the config says ``symbols: auto``."""
+
+    @property
+    def lists_holdings(self) -> bool:
+        """Whether ``listing()`` is what the source holds (a folder, the simulated market), so an
+        expected symbol absent from it has vanished. A live provider's listing is our own universe
+        file: there a vanished symbol shows as that symbol's failed fetch instead."""
+        return True
+
+    def listing(self) -> Listing:
+        """The symbols served and, where the source has any, the entries refused with reasons."""
+        return Listing(self.available_symbols())
 
     @abc.abstractmethod
     def fetch(self, starts: Mapping[str, dt.date], end: dt.date) -> FetchResult:

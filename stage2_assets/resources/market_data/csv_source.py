@@ -16,13 +16,18 @@ from pydantic import Field
 from stage2_assets.errors import DataSourceError, InvalidNameError
 from stage2_assets.market.bars import BAR_COLUMNS, empty_bars, normalize_frames, normalize_long
 from stage2_assets.names import validate_symbol
-from stage2_assets.resources.market_data.base import FetchResult, MarketDataSource
+from stage2_assets.resources.market_data.base import FetchResult, Listing, MarketDataSource
 
 
 class CsvSource(MarketDataSource):
     """A folder of ``SYMBOL.csv`` files with ``date,open,high,low,close,volume``."""
 
     folder: str = Field(description="Folder holding one SYMBOL.csv per symbol.")
+    max_file_mb: float = Field(
+        50.0,
+        gt=0,
+        description="A file larger than this is refused unread (data_refresh.max_file_mb).",
+    )
 
     @property
     def kind(self) -> str:
@@ -34,32 +39,68 @@ class CsvSource(MarketDataSource):
             raise DataSourceError(f"csv folder {folder} does not exist (data_source.path)")
         return folder.resolve()
 
-    def available_symbols(self) -> list[str]:
-        symbols = []
-        for path in sorted(self._folder().glob("*.csv")):
-            try:
-                symbols.append(validate_symbol(path.stem))
-            except InvalidNameError:
-                continue  # a file whose name is not a ticker is not a symbol of ours
-        return symbols
-
-    def _path(self, symbol: str) -> Path:
+    def _files(self) -> tuple[dict[str, Path], list[dict[str, str]]]:
+        """{symbol: its file} and the refused files, by one rule for listing and reading: a
+        ``*.csv`` file (any case) whose name, upper-cased, is a valid ticker; where two files name
+        one symbol (``aos.csv`` and ``AOS.csv``) the exact ``SYMBOL.csv`` wins, else neither."""
         folder = self._folder()
-        path = (folder / f"{validate_symbol(symbol)}.csv").resolve()
-        if path.parent != folder:
-            raise InvalidNameError(f"symbol {symbol!r} points outside the csv folder {folder}")
-        return path
+        named: dict[str, list[Path]] = {}
+        refused = []
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or path.suffix.lower() != ".csv" or not path.is_file():
+                continue  # not a data file (a README, a hidden file)
+            try:
+                named.setdefault(validate_symbol(path.stem), []).append(path)
+            except InvalidNameError as exc:
+                refused.append({"file": path.name, "reason": str(exc)})
+        files = {}
+        for symbol, paths in named.items():
+            exact = [p for p in paths if p.name == f"{symbol}.csv"]
+            chosen = exact[0] if exact else paths[0] if len(paths) == 1 else None
+            if chosen is not None:
+                files[symbol] = chosen
+            refused += [
+                {
+                    "file": p.name,
+                    "reason": f"names the same symbol {symbol} as "
+                    + (
+                        chosen.name
+                        if chosen is not None
+                        else ", ".join(o.name for o in paths if o != p)
+                    )
+                    + (", which is read" if chosen is not None else "; none is read")
+                    + ": remove or rename one",
+                }
+                for p in paths
+                if p != chosen
+            ]
+        return files, sorted(refused, key=lambda r: r["file"])
+
+    def available_symbols(self) -> list[str]:
+        return sorted(self._files()[0])
+
+    def listing(self) -> Listing:
+        files, refused = self._files()
+        return Listing(sorted(files), refused)
 
     def fetch(self, starts: Mapping[str, dt.date], end: dt.date) -> FetchResult:
         result = FetchResult()
         started = time.perf_counter()
         rows: list[list[str]] = []
         whole: dict[str, pd.DataFrame] = {}
+        files, _ = self._files()
+        limit = self.max_file_mb * 2**20
         for symbol, start in starts.items():
             try:
-                path = self._path(symbol)
-                if not path.is_file():
-                    raise DataSourceError(f"{symbol}: no file {path.name} in {path.parent}")
+                path = files.get(validate_symbol(symbol))
+                if path is None:
+                    raise DataSourceError(f"{symbol}: no file {symbol}.csv in {self._folder()}")
+                size = path.stat().st_size
+                if size > limit:
+                    raise DataSourceError(
+                        f"{symbol}: {path.name} is {size / 2**20:.1f} MB, over "
+                        f"data_refresh.max_file_mb ({self.max_file_mb:g} MB): refused unread"
+                    )
                 tail = read_tail_rows(path, start)
                 if tail is None:
                     whole[symbol] = self._read_whole(symbol, path)

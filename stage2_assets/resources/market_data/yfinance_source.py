@@ -1,4 +1,9 @@
-"""The live source: Yahoo Finance through yfinance, batched, retried, under a hard timeout."""
+"""The live source: Yahoo Finance through yfinance, batched, retried, under a hard timeout.
+
+Before any download one TCP probe checks that Yahoo can be reached at all, so an offline run fails
+in seconds with a message that says so, instead of minutes of retries. yfinance's own chatter (its
+``yfinance`` logger, anything it prints) goes to the ``stage2.yfinance`` logger at DEBUG.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,13 @@ from stage2_assets.errors import DataSourceError
 from stage2_assets.market.bars import normalize_frames
 from stage2_assets.names import validate_symbol
 from stage2_assets.resources.market_data.base import FetchResult, MarketDataSource
+from stage2_assets.resources.market_data.network import (
+    NetworkUnreachableError,
+    probe_network,
+    yfinance_quietly,
+)
+
+YAHOO_HOST = "query2.finance.yahoo.com"  # where yfinance (1.x) asks for price history
 
 
 class TransientProviderError(DataSourceError):
@@ -58,16 +70,33 @@ class YFinanceSource(MarketDataSource):
     max_retries: int = 3
     backoff_seconds: float = 2.0
     batch_size: int = 50
+    probe_host: str = Field(
+        YAHOO_HOST, description="Host probed once per fetch before any download."
+    )
+    probe_port: int = Field(443, description="TCP port of the probe.")
+    probe_timeout_seconds: float = Field(
+        5.0, gt=0, description="Longest wait for the probe (name lookup and connection)."
+    )
     _downloader: Downloader | None = PrivateAttr(default=None)
+    _probe: bool = PrivateAttr(default=True)
 
     @property
     def kind(self) -> str:
         return "yfinance"
 
-    def with_downloader(self, downloader: Downloader) -> YFinanceSource:
-        """The same source calling ``downloader`` in place of ``yf.download`` (tests, recordings)."""
+    @property
+    def lists_holdings(self) -> bool:
+        return False  # the listing is our universe file; a delisted ticker fails its fetch
+
+    def with_downloader(self, downloader: Downloader, probe: bool = False) -> YFinanceSource:
+        """The same source calling ``downloader`` in place of ``yf.download`` (tests, recordings).
+
+        A recorded downloader needs no network, so the probe is skipped unless ``probe`` asks
+        for it (a test pointing ``probe_host``/``probe_port`` at a target it controls).
+        """
         clone = self.model_copy()
         clone._downloader = downloader
+        clone._probe = probe
         return clone
 
     def available_symbols(self) -> list[str]:
@@ -98,9 +127,10 @@ class YFinanceSource(MarketDataSource):
         )
         # yfinance's own timeout does not bound a hung connection: bound the call ourselves.
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        future = pool.submit(downloader, **kwargs)
         try:
-            frame = future.result(timeout=self.timeout_seconds)
+            with yfinance_quietly():
+                future = pool.submit(downloader, **kwargs)
+                frame = future.result(timeout=self.timeout_seconds)
         except concurrent.futures.TimeoutError:
             raise TransientProviderError(
                 f"yfinance did not answer within {self.timeout_seconds:.0f} s for {len(symbols)} symbol(s)"
@@ -126,6 +156,14 @@ class YFinanceSource(MarketDataSource):
 
     def fetch(self, starts: Mapping[str, dt.date], end: dt.date) -> FetchResult:
         result = FetchResult()
+        if self._probe and starts:
+            started = time.perf_counter()
+            try:
+                probe_network(self.probe_host, self.probe_port, self.probe_timeout_seconds)
+            except NetworkUnreachableError as exc:
+                result.errors.update({s: f"{s}: {exc}" for s in starts})
+                result.timed(list(starts), started)
+                return result
         by_start: dict[dt.date, list[str]] = {}
         for symbol, start in starts.items():
             by_start.setdefault(start, []).append(symbol)
