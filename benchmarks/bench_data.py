@@ -21,15 +21,16 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 from stage2_assets.checks.quality_suite import validate_bars  # noqa: E402
-from stage2_assets.config import QualityRules  # noqa: E402
-from stage2_assets.market.refresh import plan_starts, store_fetched  # noqa: E402
+from stage2_assets.config import QualityRules, load_settings  # noqa: E402
+from stage2_assets.market.intake import refresh_bars  # noqa: E402
 from stage2_assets.market.validation import apply_passing, evaluate_quality  # noqa: E402
 from stage2_assets.ml.features import compute_features  # noqa: E402
-from stage2_assets.resources.market_data import CsvSource  # noqa: E402
+from stage2_assets.resources.market_data import source_from_settings  # noqa: E402
 from stage2_assets.resources.warehouse import Warehouse  # noqa: E402
 
 HELD_BACK_SESSIONS = 5
@@ -46,14 +47,10 @@ def measure(name: str, fn, results: list):
     return value
 
 
-def refresh(warehouse: Warehouse, source: CsvSource, as_of: dt.date, run_id: str) -> dict:
-    """What raw_bars does: plan, fetch, store new and revised bars."""
-    with warehouse.connect() as conn:
-        starts = plan_starts(conn, source.available_symbols(), dt.date(2015, 1, 1), 5, as_of)
-    fetched = source.fetch(starts, as_of)
-    with warehouse.connect() as conn:
-        log = store_fetched(conn, fetched, starts, source.kind, run_id, as_of)
-    return {"fetched": int(log["fetched"].sum()), "new": int(log["new"].sum())}
+def refresh(warehouse: Warehouse, settings, as_of: dt.date, run_id: str) -> dict:
+    """What raw_bars does (the same function): list, plan, fetch, screen, re-adjust, store."""
+    intake = refresh_bars(warehouse, source_from_settings(settings), settings, as_of, run_id)
+    return {"fetched": intake.summary["fetched"], "new": intake.summary["new"]}
 
 
 def gate(warehouse: Warehouse, run_id: str) -> dict:
@@ -108,16 +105,27 @@ def main() -> int:
         cut = dt.date.fromisoformat(last_sessions[0]) - dt.timedelta(days=1)
         final = dt.date.fromisoformat(last_sessions[-1])
         warehouse = Warehouse(database=str(Path(tmp) / "bench.duckdb"))
-        source = CsvSource(folder=str(copy))
+        (Path(tmp) / "bench.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "data_source": {"kind": "csv", "path": str(copy), "symbols": "auto"},
+                    "data_refresh": {"history_start": "2015-01-01", "overlap_days": 5},
+                    "storage": {"warehouse": str(Path(tmp) / "bench.duckdb")},
+                }
+            )
+        )
+        settings = load_settings(Path(tmp) / "bench.yaml")
         results: list = []
         warm_up(final)
         full = measure(
-            f"raw_bars full load to {cut}", lambda: refresh(warehouse, source, cut, "full"), results
+            f"raw_bars full load to {cut}",
+            lambda: refresh(warehouse, settings, cut, "full"),
+            results,
         )
         full_gate = measure("quality gate, full load", lambda: gate(warehouse, "full"), results)
         incr = measure(
             f"raw_bars +{HELD_BACK_SESSIONS} sessions",
-            lambda: refresh(warehouse, source, final, "incr"),
+            lambda: refresh(warehouse, settings, final, "incr"),
             results,
         )
         incr_gate = measure("quality gate, incremental", lambda: gate(warehouse, "incr"), results)

@@ -189,7 +189,7 @@ def _ok(result) -> bool:
 
 
 def cmd_refresh(args, settings) -> int:
-    from stage2_assets.assets.market_data import FULL_TAG
+    from stage2_assets.market.intake import FULL_TAG
     from stage2_assets.names import validate_symbol
 
     _check_as_of(settings, args.as_of)

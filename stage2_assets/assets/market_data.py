@@ -1,45 +1,19 @@
 """raw_bars and validated_bars: the store of daily bars, and the part of it that passed the gate."""
 
 import json
-import time
 
 import dagster as dg
 import pandas as pd
 
-from stage2_assets.errors import DataSourceError, QualityGateError
-from stage2_assets.market.refresh import (
-    ensure_same_source,
-    plan_starts,
-    store_fetched,
-    summarize_log,
-)
-from stage2_assets.market.screening import (
-    MISSING,
-    READJUSTED,
-    REFUSED_FILE,
-    Notes,
-    missing_symbols,
-    readjustment_factors,
-    screen_fetched,
-    stored_symbols,
-)
+from stage2_assets.errors import QualityGateError
+from stage2_assets.market.intake import FULL_TAG, refresh_bars
 from stage2_assets.market.validation import apply_passing, evaluate_quality, load_report
-from stage2_assets.names import validate_symbol
 from stage2_assets.partitions import AS_OF_TAG, as_of_date, weekly_partitions
-from stage2_assets.resources.market_data import Listing, MarketDataSource
+from stage2_assets.resources.market_data import MarketDataSource
 from stage2_assets.resources.settings import Stage2Settings
 from stage2_assets.resources.warehouse import Warehouse, one
 
 GROUP = "market_data"
-
-
-def configured_symbols(
-    settings, source: MarketDataSource, listing: Listing | None = None
-) -> list[str]:
-    symbols = settings.data_source.symbols
-    if symbols == "auto":
-        return (listing or source.listing()).symbols
-    return [validate_symbol(s) for s in symbols]
 
 
 def table_summary(warehouse: Warehouse, table: str) -> dict:  # noqa: D103
@@ -85,89 +59,18 @@ def raw_bars(
     symbol what it fetched in ``refresh_log``. A symbol that fails is logged and the rest go on.
     """
     settings = stage2_settings.get()
-    refresh = settings.data_refresh
     as_of = as_of_date(context)
-    listing = market_data.listing()
-    symbols = configured_symbols(settings, market_data, listing)
-    full = full_refresh_symbols(context.run.tags.get(FULL_TAG), symbols)
-    notes = Notes()
-    for refused in listing.refused:
-        notes.add(REFUSED_FILE, refused["file"], reason=refused["reason"])
-    with warehouse.connect() as conn:
-        ensure_same_source(conn, market_data.kind, warehouse.database)
-        # a symbol the store holds (or the config names) that the source no longer lists
-        expected = (
-            stored_symbols(conn, as_of) if settings.data_source.symbols == "auto" else symbols
-        )
-        missing = (
-            missing_symbols(conn, expected, listing.symbols, as_of)
-            if market_data.lists_holdings
-            else {}
-        )
-        starts = plan_starts(
-            conn, symbols, refresh.history_start, refresh.overlap_days, as_of, full
-        )
-    if expected and not symbols:
-        raise DataSourceError(
-            f"source '{market_data.kind}' lists none of the {len(expected)} expected symbols "
-            f"(first: {expected[0]}): is data_source.path right? Nothing was stored"
-        )
-    for symbol, seen in missing.items():
-        notes.add(MISSING, symbol, **seen)
-    started = time.perf_counter()
-    fetched = market_data.fetch(starts, as_of)
-    screen_fetched(fetched, refresh.max_rows_per_symbol, notes)
-    with warehouse.connect(read_only=True) as conn:
-        factors = readjustment_factors(conn, fetched, refresh.readjust_tolerance)
-    # a back-adjusted history is fetched whole in this run, so no seam reaches validated_bars
-    again = {s: refresh.history_start for s in factors if starts[s] > refresh.history_start}
-    if again:
-        whole = market_data.fetch(again, as_of)
-        screen_fetched(whole, refresh.max_rows_per_symbol, notes)
-        for symbol in again:
-            fetched.bars.pop(symbol, None)
-            fetched.errors.pop(symbol, None)
-        fetched.bars.update(whole.bars)
-        fetched.errors.update(whole.errors)
-        starts.update(again)
-    for symbol, factor in sorted(factors.items()):
-        notes.add(READJUSTED, symbol, factor=round(factor, 6), refetched=symbol in again)
-        context.log.warning(
-            f"{symbol}: the source re-adjusted its history (stored / delivered = {factor:.6f}): "
-            "its whole history was fetched again and goes to the quality gate"
-        )
-    for symbol, seen in missing.items():
-        context.log.warning(
-            f"{symbol}: expected but no longer listed by source '{market_data.kind}' "
-            f"(missing since {seen['since']}, last bar {seen['last_bar']})"
-        )
-    fetch_seconds = time.perf_counter() - started
-    with warehouse.connect() as conn:
-        log = store_fetched(
-            conn,
-            fetched,
-            starts,
-            market_data.kind,
-            context.run.run_id,
-            as_of,
-            set(full) | set(factors),
-            notes.frame(context.run.run_id, as_of, pd.Timestamp.now(tz="UTC").tz_localize(None)),
-        )
-    summary = summarize_log(log, notes.frame(context.run.run_id, as_of, None))
-    # one line per reason: an offline provider fails 150 symbols for one reason, not 150
-    by_reason: dict[str, list[str]] = {}
-    for symbol, error in fetched.errors.items():
-        by_reason.setdefault(error.removeprefix(f"{symbol}: "), []).append(symbol)
-    for reason, failed in by_reason.items():
-        named = ", ".join(failed[:10]) + (
-            f" and {len(failed) - 10} more" if len(failed) > 10 else ""
-        )
-        context.log.warning(f"refresh of {named} failed: {reason}")
-    if fetched.errors and len(fetched.errors) == len(symbols):
-        raise DataSourceError(
-            f"source '{market_data.kind}' failed for all {len(symbols)} symbols as of {as_of} "
-            f"(first: {next(iter(fetched.errors.values()))}); nothing was stored"
-        )
+    intake = refresh_bars(
+        warehouse,
+        market_data,
+        settings,
+        as_of,
+        context.run.run_id,
+        context.run.tags.get(FULL_TAG),
+        context.log.warning,
+    )
+    fetched, symbols, summary = intake.fetched, intake.symbols, intake.summary
+    fetch_seconds = intake.fetch_seconds
     failures = pd.DataFrame(sorted(fetched.errors.items()), columns=["symbol", "error"])
     return dg.MaterializeResult(
         metadata={
@@ -186,24 +89,6 @@ def raw_bars(
             "table": dg.MetadataValue.json(table_summary(warehouse, "raw_bars")),
         }
     )
-
-
-FULL_TAG = "stage2/full_refresh"  # "*" (every symbol) or a comma-separated list: whole histories
-
-
-def full_refresh_symbols(tag: str | None, symbols: list[str]) -> list[str]:
-    """The symbols a run re-fetches whole (`stage2 refresh --full`); names are checked."""
-    if not tag:
-        return []
-    if tag == "*":
-        return list(symbols)
-    named = [validate_symbol(s) for s in tag.split(",") if s]
-    unknown = sorted(set(named) - set(symbols))
-    if unknown:
-        raise DataSourceError(
-            f"--full names {', '.join(unknown)}, not in this config's universe ({len(symbols)} symbols)"
-        )
-    return named
 
 
 @dg.asset_check(

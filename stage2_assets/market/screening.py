@@ -56,11 +56,15 @@ def screen_fetched(fetched: FetchResult, max_rows: int, notes: Notes) -> None:
                 f"{symbol}: the source delivered {len(frame):,} rows, over "
                 f"data_refresh.max_rows_per_symbol ({max_rows:,}): refused, nothing stored"
             )
-            continue
-        unique = frame.drop_duplicates()
-        if len(unique) < len(frame):
-            notes.add(COLLAPSED, symbol, rows=int(len(frame) - len(unique)))
-            fetched.bars[symbol] = unique.reset_index(drop=True)
+    frames = [f for f in fetched.bars.values() if not f.empty]
+    if not frames:
+        return
+    # one pass over the whole delivery: per-symbol checks cost a fixed overhead each
+    repeated = pd.concat(frames, ignore_index=True)
+    repeated = repeated.loc[repeated.duplicated(), "symbol"].value_counts()
+    for symbol, rows in repeated.items():
+        notes.add(COLLAPSED, str(symbol), rows=int(rows))
+        fetched.bars[symbol] = fetched.bars[symbol].drop_duplicates().reset_index(drop=True)
 
 
 def missing_symbols(
@@ -120,10 +124,10 @@ def readjustment_factors(
     every price of the earlier overlap days by one common factor (stored / delivered) while the
     later overlap days, if any, are unchanged: the signature of a back-adjustment. A correction of
     one bar or one field does not qualify; it stays an ordinary revision."""
-    frames = [f[["symbol", "date", *PRICE_COLUMNS]] for f in fetched.bars.values() if not f.empty]
+    frames = [f for f in fetched.bars.values() if not f.empty]
     if not frames:
         return {}
-    incoming = pd.concat(frames, ignore_index=True)
+    incoming = pd.concat(frames, ignore_index=True)[["symbol", "date", *PRICE_COLUMNS]]
     conn.register("delivered_prices", incoming.assign(date=incoming["date"].dt.date))
     ratios = ", ".join(f"r.{c} / i.{c} AS {c}" for c in PRICE_COLUMNS)
     overlap = conn.execute(
@@ -134,18 +138,19 @@ def readjustment_factors(
         """
     ).df()
     conn.unregister("delivered_prices")
+    values = overlap[PRICE_COLUMNS].to_numpy(dtype="float64")
+    changed = (np.abs(values - 1.0) > tolerance).any(axis=1)
     factors = {}
-    for symbol, group in overlap.groupby("symbol", sort=False):
-        values = group[PRICE_COLUMNS].to_numpy(dtype="float64")
-        if not np.isfinite(values).all() or (values <= 0).any():
-            continue
-        changed = (np.abs(values - 1.0) > tolerance).any(axis=1)
-        if not changed.any():
+    # only symbols with a revised overlap bar need a closer look (usually none)
+    for symbol in overlap.loc[changed, "symbol"].unique():
+        rows = (overlap["symbol"] == symbol).to_numpy()
+        sym_values, sym_changed = values[rows], changed[rows]
+        if not np.isfinite(sym_values).all() or (sym_values <= 0).any():
             continue
         # revised days first, then unchanged ones: the adjustment reaches back from an event
-        if changed[changed.argmin() :].any() and not changed.all():
+        if sym_changed[sym_changed.argmin() :].any() and not sym_changed.all():
             continue
-        revised = values[changed]
+        revised = sym_values[sym_changed]
         factor = float(np.median(revised))
         if np.abs(revised / factor - 1.0).max() <= tolerance:
             factors[str(symbol)] = factor
