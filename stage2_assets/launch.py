@@ -46,11 +46,11 @@ def _follow_steps(run_id: str, emit: Callable[[str], None], done: threading.Even
                 name = _step_name(event.step_key)
                 if event.event_type == dg.DagsterEventType.STEP_SUCCESS:
                     seconds = event.event_specific_data.duration_ms / 1000
-                    emit(f"  {name:<40} {seconds:7.1f} s")
+                    emit(f"  {name:<48} {seconds:7.1f} s")
                 elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
-                    emit(f"  {name:<40}  FAILED")
+                    emit(f"  {name:<48}  FAILED")
                 else:
-                    emit(f"  {name:<40} skipped")
+                    emit(f"  {name:<48} skipped")
             if finished:
                 return
 

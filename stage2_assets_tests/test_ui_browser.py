@@ -169,6 +169,25 @@ def test_asset_pages_show_their_checks(webserver, page, asset, check):
     assert check in page.inner_text("body")
 
 
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("/assets/raw_bars", "Daily OHLCV bars per symbol as the source gave them"),
+        ("/assets/production_pointer", "The version production serves"),
+        (
+            "/assets/raw_bars?view=checks",
+            "Great Expectations suite over the bars this refresh changed",
+        ),
+    ],
+)
+def test_asset_and_check_descriptions_are_shown(webserver, page, url, words):
+    base, _ = webserver
+    page.goto(f"{base}{url}")
+    # the first page of a fresh webserver can take a while: wait for the words, then assert
+    page.get_by_text(words).first.wait_for(timeout=30_000)
+    assert words in page.inner_text("body")
+
+
 def test_automation_page_lists_schedules_and_sensors(webserver, page):
     base, _ = webserver
     page.goto(f"{base}/automation")
