@@ -285,12 +285,39 @@ def cmd_versions(args, settings) -> int:
     return 0
 
 
+def _acting_as_of(settings, given: dt.date | None) -> str:
+    """The as-of date a manual pointer act is dated by: --as-of, else the newest week the store has
+    run (an operator working through past weeks acts within them), else today."""
+    if given:
+        return given.isoformat()
+    from stage2_assets.resources.warehouse import Warehouse
+
+    if settings.warehouse_path.exists():
+        with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+            (newest,) = conn.execute("SELECT max(as_of) FROM refresh_log").fetchone()
+        if newest is not None:
+            return min(newest, dt.date.today()).isoformat()
+    return dt.date.today().isoformat()
+
+
 def _pointer(
-    settings, job: str, version: str, reason: str, log_level: str, action: str | None = None
+    settings,
+    job: str,
+    version: str,
+    reason: str,
+    log_level: str,
+    action: str | None = None,
+    as_of: dt.date | None = None,
 ) -> int:
     from stage2_assets.names import validate_version
 
+    _check_as_of(settings, as_of)
     store = _store(settings)
+    if action == "approve" and settings.ab_testing.approval == "auto":
+        raise Stage2Error(
+            "ab_testing.approval is auto: a candidate that passes is promoted by the weekly run, "
+            "none waits for approval (`stage2 promote VERSION` promotes any version by hand)"
+        )
     if version:
         store.version_path(validate_version(version))  # refuse before launching anything
     if action in ("approve", "reject"):
@@ -318,6 +345,7 @@ def _pointer(
                     "action": action or job.split("_")[0],
                     "version": version,
                     "reason": reason,
+                    "as_of": _acting_as_of(settings, as_of),
                 }
             }
         }
@@ -330,13 +358,25 @@ def _pointer(
 
 def cmd_approve(args, settings) -> int:
     return _pointer(
-        settings, "promote_version", args.version, args.reason, args.log_level, action="approve"
+        settings,
+        "promote_version",
+        args.version,
+        args.reason,
+        args.log_level,
+        action="approve",
+        as_of=args.as_of,
     )
 
 
 def cmd_reject(args, settings) -> int:
     return _pointer(
-        settings, "promote_version", args.version, args.reason, args.log_level, action="reject"
+        settings,
+        "promote_version",
+        args.version,
+        args.reason,
+        args.log_level,
+        action="reject",
+        as_of=args.as_of,
     )
 
 
@@ -347,6 +387,7 @@ def cmd_promote(args, settings) -> int:
         args.version,
         args.reason or "manual override (stage2 promote)",
         args.log_level,
+        as_of=args.as_of,
     )
 
 
@@ -357,6 +398,7 @@ def cmd_rollback(args, settings) -> int:
         args.version or "",
         args.reason or "manual rollback (stage2 rollback)",
         args.log_level,
+        as_of=args.as_of,
     )
 
 
@@ -529,6 +571,24 @@ def cmd_predict(args, settings) -> int:
         if left:
             print(f"not in the universe on {day} (their bars stopped earlier): {', '.join(left)}")
     return 0
+
+
+def _refresh_problems(last: dict, max_stale: int) -> list[str]:
+    """What the last refresh found wrong, one line each (status's text)."""
+    lines = []
+    reasons: dict[str, list[str]] = {}
+    for symbol, error in (last.get("errors") or {}).items():
+        reasons.setdefault(error.removeprefix(f"{symbol}: "), []).append(symbol)
+    for reason, symbols in list(reasons.items())[:10]:
+        lines.append(f"failed {', '.join(symbols[:10])}: {reason}")
+    for symbol in last.get("missing_symbols", []):
+        lines.append(f"missing from the source since {last['missing_since'][symbol]}: {symbol}")
+    for refused in last.get("refused_files", []):
+        lines.append(f"refused file {refused['file']!r}: {refused['reason']}")
+    stale = last.get("stale_sessions")
+    if stale is not None and stale > max_stale:
+        lines.append(f"stale: the newest validated bar is {stale} sessions before the as-of date")
+    return lines
 
 
 def cmd_universe(args, settings) -> int:
@@ -807,13 +867,22 @@ def cmd_status(args, settings) -> int:
                 f"{name:16} {table['rows']:>9} rows {table['symbols']:>5} symbols  {table['first_date']} .. {table['last_date']}"
             )
         last = status["last_refresh"]
-        print(
-            f"last refresh: fetched {last['fetched']}, new {last['new']}, revised {last['revised']}, failed {last['failed_symbols']}"
+        failed = ", ".join(last["failed_symbols"][:10]) + (
+            f" and {len(last['failed_symbols']) - 10} more"
+            if len(last["failed_symbols"]) > 10
+            else ""
         )
+        print(
+            f"last refresh (as of {last.get('as_of')}): fetched {last['fetched']}, new {last['new']}, "
+            f"revised {last['revised']}, failed: {failed or 'none'}"
+        )
+        for line in _refresh_problems(last, settings.data_refresh.max_stale_sessions):
+            print(f"  {line}")
         for item in status["quarantine"]:
             print(f"quarantined {item['symbol']}: {'; '.join(item['reasons'])}")
         production = status["production"]
-        print(f"production: {production['version'] or 'none'} (since {production['since']})")
+        since = f" (since {production['since']})" if production["since"] else ""
+        print(f"production: {production['version'] or 'none'}{since}")
         if production.get("problem"):
             print(f"WARNING: {production['problem']}", file=sys.stderr)
         print(f"shadow: {', '.join(status['shadow']) or 'none'}")
@@ -930,22 +999,46 @@ def build_parser() -> argparse.ArgumentParser:
     promote = sub.add_parser("promote", help="make a version production (manual override, logged)")
     promote.add_argument("version")
     promote.add_argument("--reason", default="")
+    promote.add_argument(
+        "--as-of",
+        type=_date,
+        help="the as-of date the move is dated by in the pointer's history (default: the newest "
+        "week the store has run, else today)",
+    )
     promote.set_defaults(func=cmd_promote)
     approve = sub.add_parser(
         "approve", help="promote a candidate waiting for approval (ab_testing.approval: manual)"
     )
     approve.add_argument("version")
     approve.add_argument("--reason", default="")
+    approve.add_argument(
+        "--as-of",
+        type=_date,
+        help="the as-of date the move is dated by in the pointer's history (default: the newest "
+        "week the store has run, else today)",
+    )
     approve.set_defaults(func=cmd_approve)
     reject = sub.add_parser("reject", help="turn down a candidate waiting for approval")
     reject.add_argument("version")
     reject.add_argument("--reason", default="")
+    reject.add_argument(
+        "--as-of",
+        type=_date,
+        help="the as-of date the move is dated by in the pointer's history (default: the newest "
+        "week the store has run, else today)",
+    )
     reject.set_defaults(func=cmd_reject)
     rollback = sub.add_parser(
         "rollback", help="point production back at VERSION or the previous version"
     )
     rollback.add_argument("version", nargs="?")
     rollback.add_argument("--reason", default="")
+    rollback.add_argument(
+        "--as-of",
+        type=_date,
+        help="the as-of date the move is dated by in the pointer's history (default: the newest "
+        "week the store has run, else today)",
+    )
     rollback.set_defaults(func=cmd_rollback)
     predict = sub.add_parser("predict", help="probability of up and confidence per symbol")
     predict.add_argument("--version", help="version (default: production)")
@@ -1029,6 +1122,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except BrokenPipeError:  # `stage2 universe | head`: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more may reach the closed pipe
+        return 0
+
+
+def _main(args) -> int:
     try:
         from stage2_assets.config import load_settings
 

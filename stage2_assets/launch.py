@@ -135,7 +135,11 @@ def run_failures(result) -> list[str]:
                 and "Error occurred while executing" in error.message
             ):
                 error = error.cause  # Dagster's wrapper: show what our code said
-            lines.append(f"step {event.step_key} failed: {error.message.strip() if error else ''}")
+            said = error.message.strip() if error else ""
+            # our own errors are for people: drop "stage2_assets.errors.TrainingError: "
+            if said.startswith("stage2_assets."):
+                said = said.split(": ", 1)[-1]
+            lines.append(f"step {event.step_key} failed: {said}")
         elif (
             event.event_type_value == "ASSET_CHECK_EVALUATION"
             and not event.event_specific_data.passed

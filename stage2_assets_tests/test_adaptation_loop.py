@@ -209,10 +209,11 @@ def test_manual_rollback_and_promote_are_jobs_and_are_logged(loop, capsys):
     assert store.production() == bootstrap
     assert main(["--config", config, "promote", candidate]) == 0
     assert store.production() == candidate
-    tail = [(e["event"], e["version"], e["reason"]) for e in store.events()[-2:]]
+    tail = [(e["event"], e["version"], e["reason"], e["as_of"]) for e in store.events()[-2:]]
+    # dated by the newest week the store has run (AS_OF), not by the wall clock
     assert tail == [
-        ("rolled_back", bootstrap, "drill"),
-        ("manual_promote", candidate, "manual override (stage2 promote)"),
+        ("rolled_back", bootstrap, "drill", AS_OF),
+        ("manual_promote", candidate, "manual override (stage2 promote)", AS_OF),
     ]
     capsys.readouterr()
     for bad in (["rollback", "../x"], ["promote", "v20990101-000000"]):

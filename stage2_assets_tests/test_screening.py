@@ -217,6 +217,10 @@ def test_an_absurd_file_is_refused_and_repeated_rows_are_stored_once(project, ca
     )
     last = _status(settings, capsys)["last_refresh"]
     assert last["failed_symbols"] == ["JPM"]
+    assert main([*config, "status"]) == 0
+    assert "  failed JPM: JPM.csv is 1.0 MB, over data_refresh.max_file_mb (0.2 MB)" in (
+        capsys.readouterr().out
+    )
     assert "over data_refresh.max_file_mb (0.2 MB): refused unread" in last["errors"]["JPM"]
     assert _query(settings, "SELECT count(*) FROM raw_bars WHERE symbol = 'JPM'") == [(jpm_rows,)]
     assert _query(

@@ -48,7 +48,9 @@ def test_weekly_json_is_the_story_and_nothing_else(project, capsys):
         "decisions",
         "pointer",
         "alerts",
+        "failures",
     }
+    assert story["failures"] == [] and story["refresh"]["stale_sessions"] == 0
     assert story["refresh"]["new"] == story["refresh"]["fetched"] > 0
     assert story["refresh"]["failed_symbols"] == [] and story["refresh"]["missing_symbols"] == []
     assert story["gate"] == {"passed": True, "quarantined": {}, "flagged": {}}

@@ -25,6 +25,11 @@ class PointerRequest(dg.Config):
         "", description="Version to promote or roll back to (rollback: empty = the previous one)."
     )
     reason: str = Field("", description="Why, for the audit log.")
+    as_of: str = Field(
+        "",
+        description="The as-of date the move is dated by (YYYY-MM-DD; empty: the run's as-of). "
+        "Pointer history and `status --at` read it.",
+    )
 
 
 @dg.asset(
@@ -53,12 +58,13 @@ def production_pointer(
             f"production_pointer action {config.action!r} is not one of {', '.join(ACTIONS)}"
         )
     as_of = as_of_date(context)
+    dated = config.as_of or as_of.isoformat()
     if config.action == "promote":
-        outcome = manual_promote(model_store, config.version, config.reason)
+        outcome = manual_promote(model_store, config.version, config.reason, dated)
     elif config.action == "rollback":
-        outcome = rollback(model_store, config.version or None, config.reason)
+        outcome = rollback(model_store, config.version or None, config.reason, dated)
     elif config.action == "approve":
-        outcome = approve(model_store, config.version, config.reason)
+        outcome = approve(model_store, config.version, config.reason, dated)
     elif config.action == "reject":
         outcome = reject(model_store, config.version, config.reason)
     else:

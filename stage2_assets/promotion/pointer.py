@@ -214,7 +214,7 @@ def _await_approval(
     }
 
 
-def approve(store: ModelStore, version: str, reason: str) -> dict:
+def approve(store: ModelStore, version: str, reason: str, as_of: str | None = None) -> dict:
     """Promote a candidate that waits for approval, with the statistics of its comparison."""
     version = validate_version(version)
     waiting = {e["version"]: e for e in store.pending_approvals()}
@@ -231,6 +231,8 @@ def approve(store: ModelStore, version: str, reason: str) -> dict:
         if k in event
     }
     why = f"approved{': ' + reason if reason else ''} (comparison: {event['reason']})"
+    if as_of:
+        statistics["as_of"] = as_of  # the move is dated when it is made, not when it passed
     store.set_production(version, "promoted", why, approved=True, **statistics)
     return {"action": "promoted", "version": version, "reason": why}
 
@@ -244,16 +246,17 @@ def reject(store: ModelStore, version: str, reason: str) -> dict:
     return {"action": "rejected", "version": version, "reason": reason or "rejected"}
 
 
-def manual_promote(store: ModelStore, version: str, reason: str) -> dict:
+def manual_promote(store: ModelStore, version: str, reason: str, as_of: str | None = None) -> dict:
     version = validate_version(version)
     store.version_path(version)
     if store.production() == version:
         raise ModelStoreError(f"{version} is already production")
-    store.set_production(version, "manual_promote", reason or "manual override")
+    dated = {"as_of": as_of} if as_of else {}
+    store.set_production(version, "manual_promote", reason or "manual override", **dated)
     return {"action": "manual_promote", "version": version, "reason": reason or "manual override"}
 
 
-def rollback(store: ModelStore, version: str | None, reason: str) -> dict:
+def rollback(store: ModelStore, version: str | None, reason: str, as_of: str | None = None) -> dict:
     """Point production back at ``version``, or at the version it served before the current one."""
     target = validate_version(version) if version else previous_production(store)
     if target is None:
@@ -263,5 +266,6 @@ def rollback(store: ModelStore, version: str | None, reason: str) -> dict:
     if target == store.production():
         raise ModelStoreError(f"{target} is already production")
     store.version_path(target)
-    store.set_production(target, "rolled_back", reason or "manual rollback")
+    dated = {"as_of": as_of} if as_of else {}
+    store.set_production(target, "rolled_back", reason or "manual rollback", **dated)
     return {"action": "rolled_back", "version": target, "reason": reason or "manual rollback"}

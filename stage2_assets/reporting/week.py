@@ -11,6 +11,8 @@ import json
 
 import pandas as pd
 
+from stage2_assets.launch import run_failures
+from stage2_assets.market.calendar import sessions_after
 from stage2_assets.market.refresh import summarize_log
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.warehouse import Warehouse, has_table
@@ -56,6 +58,8 @@ def week_summary(settings, result, as_of) -> dict:
         "decisions": [],
         "pointer": None,
         "alerts": [],
+        # why the run failed, one line per failed step or check (empty when it succeeded)
+        "failures": run_failures(result),
     }
     warehouse = settings.warehouse_path
     if warehouse.exists():
@@ -77,8 +81,13 @@ def week_summary(settings, result, as_of) -> dict:
                 "upper_bound, days, rows FROM shadow_comparisons WHERE run_id = ? ORDER BY candidate",
                 [run_id],
             ).df()
+            (newest,) = conn.execute(
+                "SELECT max(date) FROM validated_bars WHERE date <= ?", [as_of]
+            ).fetchone()
         if not log.empty:
             summary["refresh"] = summarize_log(log, notes)
+            # NYSE sessions from the newest validated bar to the as-of date, as status says it
+            summary["refresh"]["stale_sessions"] = sessions_after(newest, as_of)
         if "raw_bars" in assets or verdicts:
             gate_failed = any(c["check"] == "raw_bars_quality_gate" for c in checks)
             summary["gate"] = {
@@ -125,8 +134,14 @@ def summary_lines(summary: dict) -> list[str]:
         failed = refresh["failed_symbols"]
         lines.append(
             f"bars: {refresh['fetched']} fetched, {refresh['new']} new, {refresh['revised']} revised"
-            + (f"; failed: {', '.join(failed)}" if failed else "")
+            + (f"; failed: {len(failed)} symbol(s)" if failed else "")
         )
+        reasons: dict[str, list[str]] = {}
+        for symbol, error in (refresh.get("errors") or {}).items():
+            reasons.setdefault(error.removeprefix(f"{symbol}: "), []).append(symbol)
+        for reason, symbols in reasons.items():
+            more = f" and {len(symbols) - 10} more" if len(symbols) > 10 else ""
+            lines.append(f"  failed {', '.join(symbols[:10])}{more}: {reason}")
         for key, words in (
             ("missing_symbols", "no longer delivered"),
             ("readjusted_symbols", "history re-adjusted by the source, fetched whole"),
