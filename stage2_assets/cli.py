@@ -356,50 +356,27 @@ def _pointer(
     return code
 
 
-def cmd_approve(args, settings) -> int:
-    return _pointer(
-        settings,
-        "promote_version",
-        args.version,
-        args.reason,
-        args.log_level,
-        action="approve",
-        as_of=args.as_of,
-    )
+def _pointer_command(job: str, action: str | None, default_reason: str):
+    """A `stage2` command that moves (or, for reject, settles) the pointer through ``job``."""
+
+    def command(args, settings) -> int:
+        return _pointer(
+            settings,
+            job,
+            getattr(args, "version", None) or "",
+            args.reason or default_reason,
+            args.log_level,
+            action=action,
+            as_of=args.as_of,
+        )
+
+    return command
 
 
-def cmd_reject(args, settings) -> int:
-    return _pointer(
-        settings,
-        "promote_version",
-        args.version,
-        args.reason,
-        args.log_level,
-        action="reject",
-        as_of=args.as_of,
-    )
-
-
-def cmd_promote(args, settings) -> int:
-    return _pointer(
-        settings,
-        "promote_version",
-        args.version,
-        args.reason or "manual override (stage2 promote)",
-        args.log_level,
-        as_of=args.as_of,
-    )
-
-
-def cmd_rollback(args, settings) -> int:
-    return _pointer(
-        settings,
-        "rollback_production",
-        args.version or "",
-        args.reason or "manual rollback (stage2 rollback)",
-        args.log_level,
-        as_of=args.as_of,
-    )
+cmd_approve = _pointer_command("promote_version", "approve", "")
+cmd_reject = _pointer_command("promote_version", "reject", "")
+cmd_promote = _pointer_command("promote_version", None, "manual override (stage2 promote)")
+cmd_rollback = _pointer_command("rollback_production", None, "manual rollback (stage2 rollback)")
 
 
 def _predict_at(args, settings) -> int:
@@ -575,12 +552,12 @@ def cmd_predict(args, settings) -> int:
 
 def _refresh_problems(last: dict, max_stale: int) -> list[str]:
     """What the last refresh found wrong, one line each (status's text)."""
-    lines = []
-    reasons: dict[str, list[str]] = {}
-    for symbol, error in (last.get("errors") or {}).items():
-        reasons.setdefault(error.removeprefix(f"{symbol}: "), []).append(symbol)
-    for reason, symbols in list(reasons.items())[:10]:
-        lines.append(f"failed {', '.join(symbols[:10])}: {reason}")
+    from stage2_assets.market.refresh import failures_by_reason, named
+
+    lines = [
+        f"failed {named(symbols)}: {reason}"
+        for reason, symbols in failures_by_reason(last.get("errors") or {}).items()
+    ]
     for symbol in last.get("missing_symbols", []):
         lines.append(f"missing from the source since {last['missing_since'][symbol]}: {symbol}")
     for refused in last.get("refused_files", []):
@@ -867,11 +844,9 @@ def cmd_status(args, settings) -> int:
                 f"{name:16} {table['rows']:>9} rows {table['symbols']:>5} symbols  {table['first_date']} .. {table['last_date']}"
             )
         last = status["last_refresh"]
-        failed = ", ".join(last["failed_symbols"][:10]) + (
-            f" and {len(last['failed_symbols']) - 10} more"
-            if len(last["failed_symbols"]) > 10
-            else ""
-        )
+        from stage2_assets.market.refresh import named
+
+        failed = named(last["failed_symbols"])
         print(
             f"last refresh (as of {last.get('as_of')}): fetched {last['fetched']}, new {last['new']}, "
             f"revised {last['revised']}, failed: {failed or 'none'}"

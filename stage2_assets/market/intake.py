@@ -17,6 +17,8 @@ import pandas as pd
 from stage2_assets.errors import DataSourceError
 from stage2_assets.market.refresh import (
     ensure_same_source,
+    failures_by_reason,
+    named,
     plan_starts,
     store_fetched,
     summarize_log,
@@ -149,13 +151,8 @@ def refresh_bars(
             notes.frame(run_id, as_of, now),
         )
     summary = summarize_log(log, notes.frame(run_id, as_of, now))
-    # one line per reason: an offline provider fails 150 symbols for one reason, not 150
-    by_reason: dict[str, list[str]] = {}
-    for symbol, error in fetched.errors.items():
-        by_reason.setdefault(error.removeprefix(f"{symbol}: "), []).append(symbol)
-    for reason, failed in by_reason.items():
-        more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
-        warn(f"refresh of {', '.join(failed[:10])}{more} failed: {reason}")
+    for reason, failed in failures_by_reason(fetched.errors).items():
+        warn(f"refresh of {named(failed)} failed: {reason}")
     if fetched.errors and len(fetched.errors) == len(symbols):
         raise DataSourceError(
             f"source '{source.kind}' failed for all {len(symbols)} symbols as of {as_of} "

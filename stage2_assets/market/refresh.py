@@ -251,6 +251,21 @@ def _log_rows(
     return log
 
 
+def failures_by_reason(errors: dict[str, str]) -> dict[str, list[str]]:
+    """{reason: symbols} from {symbol: "SYMBOL: reason"}: an offline provider fails 150 symbols
+    for one reason, said once."""
+    grouped: dict[str, list[str]] = {}
+    for symbol, error in errors.items():
+        grouped.setdefault(error.removeprefix(f"{symbol}: "), []).append(symbol)
+    return grouped
+
+
+def named(symbols: list[str], limit: int = 10) -> str:
+    """``A, B, C and 7 more``."""
+    more = f" and {len(symbols) - limit} more" if len(symbols) > limit else ""
+    return ", ".join(symbols[:limit]) + more
+
+
 def summarize_log(log: pd.DataFrame, notes: pd.DataFrame | None = None) -> dict:
     """The ``last_refresh`` block of ``stage2 status --json``: the run's per-symbol log and its
     notes (symbols missing from the source, refused files, re-adjusted histories)."""

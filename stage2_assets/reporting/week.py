@@ -13,7 +13,7 @@ import pandas as pd
 
 from stage2_assets.launch import run_failures
 from stage2_assets.market.calendar import sessions_after
-from stage2_assets.market.refresh import summarize_log
+from stage2_assets.market.refresh import failures_by_reason, named, summarize_log
 from stage2_assets.resources.model_store import ModelStore
 from stage2_assets.resources.warehouse import Warehouse, has_table
 
@@ -136,12 +136,8 @@ def summary_lines(summary: dict) -> list[str]:
             f"bars: {refresh['fetched']} fetched, {refresh['new']} new, {refresh['revised']} revised"
             + (f"; failed: {len(failed)} symbol(s)" if failed else "")
         )
-        reasons: dict[str, list[str]] = {}
-        for symbol, error in (refresh.get("errors") or {}).items():
-            reasons.setdefault(error.removeprefix(f"{symbol}: "), []).append(symbol)
-        for reason, symbols in reasons.items():
-            more = f" and {len(symbols) - 10} more" if len(symbols) > 10 else ""
-            lines.append(f"  failed {', '.join(symbols[:10])}{more}: {reason}")
+        for reason, symbols in failures_by_reason(refresh.get("errors") or {}).items():
+            lines.append(f"  failed {named(symbols)}: {reason}")
         for key, words in (
             ("missing_symbols", "no longer delivered"),
             ("readjusted_symbols", "history re-adjusted by the source, fetched whole"),
