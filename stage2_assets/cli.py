@@ -909,6 +909,16 @@ def exclusive(settings, command: str):
     return lock
 
 
+def _pointer_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--reason", default="", help="why, for the audit log")
+    command.add_argument(
+        "--as-of",
+        type=_date,
+        help="the as-of date the move is dated by in the pointer's history (default: the newest "
+        "week the store has run, else today)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stage2", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -973,47 +983,23 @@ def build_parser() -> argparse.ArgumentParser:
     versions.set_defaults(func=cmd_versions)
     promote = sub.add_parser("promote", help="make a version production (manual override, logged)")
     promote.add_argument("version")
-    promote.add_argument("--reason", default="")
-    promote.add_argument(
-        "--as-of",
-        type=_date,
-        help="the as-of date the move is dated by in the pointer's history (default: the newest "
-        "week the store has run, else today)",
-    )
+    _pointer_arguments(promote)
     promote.set_defaults(func=cmd_promote)
     approve = sub.add_parser(
         "approve", help="promote a candidate waiting for approval (ab_testing.approval: manual)"
     )
     approve.add_argument("version")
-    approve.add_argument("--reason", default="")
-    approve.add_argument(
-        "--as-of",
-        type=_date,
-        help="the as-of date the move is dated by in the pointer's history (default: the newest "
-        "week the store has run, else today)",
-    )
+    _pointer_arguments(approve)
     approve.set_defaults(func=cmd_approve)
     reject = sub.add_parser("reject", help="turn down a candidate waiting for approval")
     reject.add_argument("version")
-    reject.add_argument("--reason", default="")
-    reject.add_argument(
-        "--as-of",
-        type=_date,
-        help="the as-of date the move is dated by in the pointer's history (default: the newest "
-        "week the store has run, else today)",
-    )
+    _pointer_arguments(reject)
     reject.set_defaults(func=cmd_reject)
     rollback = sub.add_parser(
         "rollback", help="point production back at VERSION or the previous version"
     )
     rollback.add_argument("version", nargs="?")
-    rollback.add_argument("--reason", default="")
-    rollback.add_argument(
-        "--as-of",
-        type=_date,
-        help="the as-of date the move is dated by in the pointer's history (default: the newest "
-        "week the store has run, else today)",
-    )
+    _pointer_arguments(rollback)
     rollback.set_defaults(func=cmd_rollback)
     predict = sub.add_parser("predict", help="probability of up and confidence per symbol")
     predict.add_argument("--version", help="version (default: production)")

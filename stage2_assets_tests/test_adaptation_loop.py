@@ -331,17 +331,26 @@ def test_backup_restores_into_an_empty_place_with_the_same_status(loop, tmp_path
     assert not (tmp_path / "other" / "wh.duckdb").exists()
 
 
-def test_status_flags_a_production_pointer_that_cannot_be_served(loop, tmp_path, capsys):
-    """A copy of the loop's stores; its production weights tampered with, then deleted by hand."""
+def _copy_of_the_loop(settings, tmp_path) -> dict:
+    """The loop's settings pointed at a copy of its stores (backed up here, restored by the
+    caller's config): returned raw, for the caller to adjust and write."""
     import yaml
 
-    settings, _ = loop
     assert main(["--config", str(settings.config_path), "backup", str(tmp_path / "bk")]) == 0
     raw = yaml.safe_load(settings.config_path.read_text())
     raw["storage"] = {
         "warehouse": str(tmp_path / "copy" / "wh.duckdb"),
         "models": str(tmp_path / "copy" / "models"),
     }
+    return raw
+
+
+def test_status_flags_a_production_pointer_that_cannot_be_served(loop, tmp_path, capsys):
+    """A copy of the loop's stores; its production weights tampered with, then deleted by hand."""
+    import yaml
+
+    settings, _ = loop
+    raw = _copy_of_the_loop(settings, tmp_path)
     config = tmp_path / "copy.yaml"
     config.write_text(yaml.safe_dump(raw))
     assert main(["--config", str(config), "restore", str(tmp_path / "bk")]) == 0
@@ -373,12 +382,7 @@ def test_manual_approval_holds_a_passing_candidate_until_a_person_decides(loop, 
     from stage2_assets.promotion.pointer import decide
 
     settings, _ = loop
-    assert main(["--config", str(settings.config_path), "backup", str(tmp_path / "bk")]) == 0
-    raw = yaml.safe_load(settings.config_path.read_text())
-    raw["storage"] = {
-        "warehouse": str(tmp_path / "copy" / "wh.duckdb"),
-        "models": str(tmp_path / "copy" / "models"),
-    }
+    raw = _copy_of_the_loop(settings, tmp_path)
     raw.setdefault("ab_testing", {})["approval"] = "manual"
     config = tmp_path / "copy.yaml"
     config.write_text(yaml.safe_dump(raw))
