@@ -909,6 +909,17 @@ def exclusive(settings, command: str):
     return lock
 
 
+def _story_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--quiet", action="store_true", help="print only the summary (no per-step lines)"
+    )
+    command.add_argument(
+        "--json",
+        action="store_true",
+        help="print only the summary, as JSON (a contract); progress goes to standard error",
+    )
+
+
 def _pointer_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--reason", default="", help="why, for the audit log")
     command.add_argument(
@@ -941,40 +952,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SYMBOL",
         help="re-fetch whole histories (every symbol, or the ones named) and report what was revised",
     )
-    refresh.add_argument(
-        "--quiet", action="store_true", help="print only the summary (no per-step lines)"
-    )
-    refresh.add_argument(
-        "--json",
-        action="store_true",
-        help="print only the summary, as JSON (a contract); progress goes to standard error",
-    )
+    _story_arguments(refresh)
     refresh.set_defaults(func=cmd_refresh)
     weekly = sub.add_parser(
         "weekly", help="run one week of the adaptation loop (weekly_adaptation)"
     )
     weekly.add_argument("--as-of", type=_date, help="the week's as-of date (default: today)")
-    weekly.add_argument(
-        "--quiet", action="store_true", help="print only the summary (no per-step lines)"
-    )
-    weekly.add_argument(
-        "--json",
-        action="store_true",
-        help="print only the summary, as JSON (a contract); progress goes to standard error",
-    )
+    _story_arguments(weekly)
     weekly.set_defaults(func=cmd_weekly)
     train = sub.add_parser(
         "train", help="train a candidate for the week of a date (train_ensemble)"
     )
     train.add_argument("--as-of", type=_date, help="cut-off date (default: today)")
-    train.add_argument(
-        "--quiet", action="store_true", help="print only the summary (no per-step lines)"
-    )
-    train.add_argument(
-        "--json",
-        action="store_true",
-        help="print only the summary, as JSON (a contract); progress goes to standard error",
-    )
+    _story_arguments(train)
     train.set_defaults(func=cmd_train)
     versions = sub.add_parser("versions", help="list model versions")
     versions.add_argument(
