@@ -79,37 +79,6 @@ def _report_full(settings, run_id: str, named: list[str]) -> None:
     )
 
 
-def _report_notes(settings, run_id: str) -> None:
-    """What a refresh noticed beside its bars: vanished symbols, refused files, re-adjusted
-    histories, collapsed duplicate rows, one line each."""
-    import pandas as pd
-
-    from stage2_assets.market.refresh import summarize_log
-    from stage2_assets.resources.warehouse import Warehouse, has_table
-
-    if not settings.warehouse_path.exists():
-        return
-    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
-        if not has_table(conn, "refresh_notes"):
-            return
-        notes = conn.execute("SELECT * FROM refresh_notes WHERE run_id = ?", [run_id]).df()
-    summary = summarize_log(pd.DataFrame(), notes)
-    for symbol in summary["missing_symbols"]:
-        print(
-            f"missing: {symbol} is no longer delivered by the source "
-            f"(since {summary['missing_since'][symbol]}); its stored bars are kept"
-        )
-    for refused in summary["refused_files"]:
-        print(f"refused file {refused['file']!r}: {refused['reason']}")
-    for symbol, factor in summary["readjustment_factors"].items():
-        print(
-            f"re-adjusted: {symbol}'s history was re-adjusted by the source (stored / delivered = "
-            f"{factor:g}); fetched whole and judged again"
-        )
-    for symbol, rows in summary["collapsed_duplicates"].items():
-        print(f"collapsed: {symbol} delivered {rows} exactly repeated row(s); stored once")
-
-
 def _newest_feature_date(settings) -> dt.date | None:
     from stage2_assets.resources.warehouse import Warehouse
 
@@ -178,7 +147,6 @@ def _tell(args, settings, result, as_of, job_name: str) -> int:
         return 0 if _ok(result) else 1
     code = _report_run(result, job_name)
     print("\n".join(summary_lines(summary)[1:]))
-    _report_notes(settings, result.run_id)
     return code
 
 

@@ -126,6 +126,28 @@ def week_summary(settings, result, as_of) -> dict:
     return summary
 
 
+def notes_lines(refresh: dict) -> list[str]:
+    """What a refresh noticed beside its bars (the ``last_refresh`` notes), one line each."""
+    lines = [
+        f"missing: {symbol} is no longer delivered by the source "
+        f"(since {refresh['missing_since'][symbol]}); its stored bars are kept"
+        for symbol in refresh.get("missing_symbols", [])
+    ]
+    lines += [
+        f"refused file {r['file']!r}: {r['reason']}" for r in refresh.get("refused_files", [])
+    ]
+    lines += [
+        f"re-adjusted: {symbol}'s history was re-adjusted by the source (stored / delivered = "
+        f"{factor:g}); fetched whole and judged again"
+        for symbol, factor in refresh.get("readjustment_factors", {}).items()
+    ]
+    lines += [
+        f"collapsed: {symbol} delivered {rows} exactly repeated row(s); stored once"
+        for symbol, rows in refresh.get("collapsed_duplicates", {}).items()
+    ]
+    return lines
+
+
 def summary_lines(summary: dict) -> list[str]:
     """The summary as a person reads it, one line per fact."""
     lines = [f"week of {summary['as_of']}: run {summary['run_id']} {summary['status']}"]
@@ -138,12 +160,7 @@ def summary_lines(summary: dict) -> list[str]:
         )
         for reason, symbols in failures_by_reason(refresh.get("errors") or {}).items():
             lines.append(f"  failed {named(symbols)}: {reason}")
-        for key, words in (
-            ("missing_symbols", "no longer delivered"),
-            ("readjusted_symbols", "history re-adjusted by the source, fetched whole"),
-        ):
-            if refresh.get(key):
-                lines.append(f"  {words}: {', '.join(refresh[key])}")
+        lines += notes_lines(refresh)
     gate = summary["gate"]
     if gate:
         state = "passed" if gate["passed"] else "BLOCKED (nothing downstream ran)"
