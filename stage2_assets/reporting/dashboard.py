@@ -17,7 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from stage2_assets.resources.model_store import POINTER_MOVES, ModelStore  # noqa: E402
 from stage2_assets.resources.warehouse import Warehouse, has_table  # noqa: E402
@@ -53,6 +54,7 @@ def _svg(fig) -> str:
 
 
 _BLOCKED_CELL = '<td class="blocked">blocked</td>'
+_BLOCKED_COLOR = "#c62828"
 
 
 def _table(frame: pd.DataFrame, limit: int = 40) -> str:
@@ -92,7 +94,8 @@ def _performance_chart(perf: pd.DataFrame) -> str:
         top.axhline(0.5, color="#9fb3c8", lw=1, ls="--")
     top.set_ylabel("accuracy")
     bottom.set_ylabel("ECE (lower is better)")
-    top.legend(fontsize=7, loc="best")
+    # beside the axes, not in them: "best" still covers a line when the lines fill the plot
+    top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.autofmt_xdate()
     return _svg(fig)
 
@@ -122,7 +125,8 @@ def _reliability_chart(perf: pd.DataFrame) -> str:
     ax.set_ylabel("share of up days")
     ax.set_xlim(max(low, 0), min(high, 1))
     ax.set_ylim(max(low, 0), min(high, 1))
-    ax.legend(fontsize=7)
+    # below the x label, so no bin, row count or the diagonal is covered
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     ax.set_title(f"reliability, {str(last['as_of'])[:10]} (labels: rows)", fontsize=9)
     return _svg(fig)
 
@@ -159,24 +163,30 @@ def _refresh_chart(history: pd.DataFrame) -> str:
     fig, ax = plt.subplots(figsize=(7, 3.2))
     x = list(range(len(history)))
     blocked = (history["gate"] == "blocked").to_numpy()
-    ax.bar(x, history["new"], label="new bars", color="#2f80ed")
-    ax.bar(x, history["revised"], bottom=history["new"], label="revised", color="#f2994a")
-    top = max(float((history["new"] + history["revised"]).max()), 1.0)
+    # side by side, each from zero: on a log axis a stacked segment's height would not read its count
+    ax.bar([i - 0.2 for i in x], history["new"], width=0.4, label="new bars", color="#2f80ed")
+    ax.bar([i + 0.2 for i in x], history["revised"], width=0.4, label="revised", color="#f2994a")
+    top = max(float(history[["new", "revised"]].max().max()), 1.0)
     for i in [i for i, b in enumerate(blocked) if b]:
-        ax.axvspan(i - 0.45, i + 0.45, color="#c62828", alpha=0.15, lw=0)
-    ax.bar([], [], color="#c62828", alpha=0.15, label="gate blocked")
+        ax.axvspan(i - 0.45, i + 0.45, color=_BLOCKED_COLOR, alpha=0.15, lw=0)
     ax.set_xticks(x, [str(d)[:10] for d in history["as_of"]], rotation=45, ha="right")
-    ax.set_ylabel("bars written")
+    ax.set_ylabel("bars written (log scale)")
     ax.set_yscale("symlog")
     ax.set_ylim(0, top * 4)
+    # whole bars as plain numbers (1, 10, 1,000), not 10^k
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     twin = ax.twinx()
     twin.plot(x, history["failed"], color="#c62828", marker="x", label="failed symbols")
     twin.set_ylabel("failed symbols")
     # whole symbols only, from zero: no ±0.04 ticks on a week without failures
     twin.set_ylim(0, max(int(history["failed"].max()), 1) + 1)
     twin.yaxis.set_major_locator(MaxNLocator(integer=True))
-    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    labels = ax.get_legend_handles_labels()[1] + twin.get_legend_handles_labels()[1]
+    # the swatch of a band is a patch of the band's own colour (an empty bar draws the default blue)
+    blocked_swatch = Patch(color=_BLOCKED_COLOR, alpha=0.15, lw=0)
+    handles = [*ax.get_legend_handles_labels()[0], blocked_swatch]
+    handles += twin.get_legend_handles_labels()[0]
+    labels = [*ax.get_legend_handles_labels()[1], "gate blocked"]
+    labels += twin.get_legend_handles_labels()[1]
     # below the axes, so no bar or line is covered
     fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=4, frameon=False)
     fig.subplots_adjust(bottom=0.38)
