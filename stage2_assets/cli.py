@@ -685,6 +685,8 @@ def cmd_replay(args, settings) -> int:
     def progress(week, as_of, status, seconds):
         print(f"week {week} (as of {as_of}): {status} in {seconds:.1f} s", flush=True)
 
+    if args.sweep:
+        return _sweep(args, settings)
     if settings.warehouse_path.exists():
         recorded = recorded_weeks(Warehouse(database=str(settings.warehouse_path)))
         done = {(r.week, str(r.as_of)[:10]) for r in recorded.itertuples()}
@@ -705,6 +707,39 @@ def cmd_replay(args, settings) -> int:
             render_replay(report, replay_title(report)),
         )
     print("\n".join(summary_lines(report)))
+    return 0
+
+
+def _sweep(args, settings) -> int:
+    """``replay --sweep``: the finished replay's figures under each setting, no training."""
+    from stage2_assets.replay.report import render_replay, replay_title, sweep_lines
+    from stage2_assets.replay.runner import recorded_weeks, replay_report, replay_weeks
+    from stage2_assets.replay.sweep import parse_sweep, sweep
+    from stage2_assets.resources.warehouse import Warehouse
+
+    settings_list = parse_sweep(args.sweep)
+    weeks = replay_weeks(settings, args.from_date, args.to_date)
+    log = (
+        recorded_weeks(Warehouse(database=str(settings.warehouse_path)))
+        if settings.warehouse_path.exists()
+        else None
+    )
+    done = set() if log is None else {(r.week, str(r.as_of)[:10]) for r in log.itertuples()}
+    missing = [key for key, as_of in weeks if (key, as_of.isoformat()) not in done]
+    if missing:
+        raise Stage2Error(
+            f"--sweep re-scores a finished replay; {len(missing)} of its {len(weeks)} weeks "
+            f"(first: {missing[0]}) have not run: run the same replay without --sweep first"
+        )
+    report = replay_report(settings, log, args.from_date, args.to_date)
+    result = sweep(settings, log, args.from_date, args.to_date, settings_list)
+    report["sweep"] = result["settings"]
+    report["sweep_check"] = result["check"]
+    if args.json_out:
+        _write(Path(args.json_out), json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if args.report:
+        _write(Path(args.report), render_replay(report, replay_title(report)))
+    print("\n".join(sweep_lines(report)))
     return 0
 
 
@@ -1001,6 +1036,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--to", dest="to_date", type=_date, required=True, help="last as-of date")
     replay.add_argument("--report", help="write the HTML report here")
     replay.add_argument("--json-out", help="write the figures as JSON here (a contract)")
+    replay.add_argument(
+        "--sweep",
+        nargs="+",
+        metavar="KEY=V1,V2",
+        help="re-decide the finished replay under other gate settings, from its logged "
+        "predictions, without training (one row per combination of the values; e.g. "
+        "ab_testing.false_promotion_budget=0.05,0.1,0.2)",
+    )
     replay.set_defaults(func=cmd_replay)
     backup = sub.add_parser(
         "backup", help="copy the warehouse and the model store into a new folder"

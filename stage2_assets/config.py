@@ -461,6 +461,17 @@ class LabelSettings(_Section):
     )
 
 
+class ReplaySettings(_Section):
+    log_weeks: int = Field(
+        26,
+        ge=0,
+        le=520,
+        description="In a replay, every candidate logs its predictions for this many weeks after "
+        "its cut-off, whatever the gate decided, so `stage2 replay --sweep` can serve it under "
+        "other gate settings; retention spares it meanwhile. 0: only the arms' versions log.",
+    )
+
+
 class Settings(_Section):
     data_source: DataSource = Field(default_factory=DataSource)
     label: LabelSettings = Field(default_factory=LabelSettings)
@@ -470,6 +481,7 @@ class Settings(_Section):
     ab_testing: ABTesting = Field(default_factory=ABTesting)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     alerts: Alerts = Field(default_factory=Alerts)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
     first_partition: dt.date = Field(
         dt.date(2015, 1, 4), description="Sunday that starts the first weekly partition."
     )

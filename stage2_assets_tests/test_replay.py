@@ -44,9 +44,11 @@ REPLAY = {
 FROM, TO = "2024-04-01", "2024-08-30"
 
 
-def _setup(folder, keep_versions: int):
+def _setup(folder, keep_versions: int, log_weeks: int = 26):
     retraining = {**REPLAY["retraining"], "keep_versions": keep_versions}
-    return make_project(folder, {**REPLAY, "retraining": retraining})
+    return make_project(
+        folder, {**REPLAY, "retraining": retraining, "replay": {"log_weeks": log_weeks}}
+    )
 
 
 def _replay(settings, folder, to=TO, name="replay"):
@@ -76,7 +78,9 @@ def replays(tmp_path_factory):
     whole, home = _setup(root / "whole", keep_versions=100)
     mp.setenv("DAGSTER_HOME", str(home))
     assert _replay(whole, root / "whole") == 0
-    resumed, home = _setup(root / "resumed", keep_versions=2)
+    # candidates log 4 weeks past their cut-off for a sweep, not the 22 of the replay: retention
+    # may prune them after that
+    resumed, home = _setup(root / "resumed", keep_versions=2, log_weeks=4)
     mp.setenv("DAGSTER_HOME", str(home))
     assert _replay(resumed, root / "resumed", to="2024-06-01", name="partial") == 0
     with Warehouse(database=str(resumed.warehouse_path)).connect() as conn:
@@ -139,7 +143,10 @@ def test_a_rerun_week_adds_no_version_and_no_duplicate_prediction(replays):
         with Warehouse(database=str(s.warehouse_path)).connect(read_only=True) as conn:
             counts.append(
                 conn.execute(
-                    "SELECT count(*), count(DISTINCT (model_version, symbol, date)) FROM predictions"
+                    # production's and the compared candidates' rows (what only logs for a sweep
+                    # depends on replay.log_weeks, which differs between the two)
+                    "SELECT count(*), count(DISTINCT (model_version, symbol, date)) FROM predictions "
+                    "WHERE role <> 'logged'"
                 ).fetchall()[0]
             )
     assert counts[0][0] == counts[1][0] and all(total == distinct for total, distinct in counts)
@@ -313,3 +320,101 @@ def test_rerunning_a_finished_replay_says_it_resumes_and_gives_the_same_report(
     assert (root / "whole" / "again.json").read_bytes() == (
         root / "whole" / "replay.json"
     ).read_bytes()
+
+
+# a looser gate than REPLAY's: it promotes on weaker evidence, so the decisions differ
+LOOSER = {"ab_testing.false_promotion_budget": "0.45", "ab_testing.shadow_mode_duration": "7d"}
+
+
+@pytest.fixture(scope="module")
+def looser_replay(tmp_path_factory):
+    """The same replay, run in full under the looser gate."""
+    root = tmp_path_factory.mktemp("looser")
+    ab = {
+        **REPLAY["ab_testing"],
+        "false_promotion_budget": float(LOOSER["ab_testing.false_promotion_budget"]),
+        "shadow_mode_duration": LOOSER["ab_testing.shadow_mode_duration"],
+    }
+    settings, home = make_project(
+        root,
+        {**REPLAY, "ab_testing": ab, "retraining": {**REPLAY["retraining"], "keep_versions": 3}},
+    )
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DAGSTER_HOME", str(home))
+    assert _replay(settings, root) == 0
+    mp.undo()
+    return root, settings
+
+
+def _sweep(settings, folder, *items):
+    out = folder / "sweep.json"
+    code = main(
+        [
+            "--config",
+            str(settings.config_path),
+            "replay",
+            "--from",
+            FROM,
+            "--to",
+            TO,
+            "--sweep",
+            *items,
+            "--json-out",
+            str(out),
+        ]
+    )
+    return code, (json.loads(out.read_text()) if code == 0 else None)
+
+
+def test_a_sweep_gives_what_a_full_replay_under_that_setting_gives(replays, looser_replay):
+    """Re-deciding the finished replay from its logs under the looser gate gives the decisions,
+    pointer moves and arm figures of a replay run in full under it, and the other way round."""
+    root, whole, _ = replays
+    looser_root, looser = looser_replay
+    code, swept = _sweep(whole, root, *(f"{k}={v}" for k, v in LOOSER.items()))
+    assert code == 0
+    assert swept["sweep_check"]["decisions_reproduced"] and swept["sweep_check"]["moves_reproduced"]
+    (row,) = swept["sweep"]
+    assert row["setting"] == LOOSER and row["exact"] and row["unlogged"] == []
+    full = json.loads((looser_root / "replay.json").read_text())
+    assert row["decisions"] != swept["decisions"]  # the setting changed what was decided
+    for key in ("decisions", "production_timeline", "rows", "arms", "baselines", "differences"):
+        assert row[key] == full[key], key
+    assert row["regime_changes"] == full["regime_changes"]
+    # back: the looser replay's logs, under REPLAY's gate, give the whole replay's figures
+    code, back = _sweep(
+        looser,
+        looser_root,
+        "ab_testing.false_promotion_budget=0.1",
+        "ab_testing.shadow_mode_duration=14d",
+    )
+    original = json.loads((root / "whole" / "replay.json").read_text())
+    for key in ("decisions", "production_timeline", "rows", "arms", "differences"):
+        assert back["sweep"][0][key] == original[key], key
+
+
+def test_a_sweep_refuses_what_is_not_a_gate_setting_and_an_unfinished_replay(replays, capsys):
+    root, whole, _ = replays
+    code, _ = _sweep(whole, root, "retraining.data_window=30d")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "'retraining.data_window' is not a gate setting" in err
+    assert "ab_testing.false_promotion_budget" in err and "ab_testing.min_improvement" in err
+    code, _ = _sweep(whole, root, "ab_testing.min_samples=5")
+    assert code == 2 and "min_samples" in capsys.readouterr().err  # validated like the config
+    code = main(
+        [
+            "--config",
+            str(whole.config_path),
+            "replay",
+            "--from",
+            FROM,
+            "--to",
+            "2024-09-30",
+            "--sweep",
+            "ab_testing.min_samples=200",
+        ]
+    )
+    assert (
+        code == 2 and "have not run: run the same replay without --sweep" in capsys.readouterr().err
+    )

@@ -25,7 +25,10 @@ from stage2_assets.resources.warehouse import Warehouse, one
     deps=[features],
 )
 def predictions(
-    context: dg.AssetExecutionContext, warehouse: Warehouse, model_store: ModelStore
+    context: dg.AssetExecutionContext,
+    warehouse: Warehouse,
+    model_store: ModelStore,
+    stage2_settings: Stage2Settings,
 ) -> dg.MaterializeResult:
     """What production and every shadow model predicted, per (model_version, symbol, date).
 
@@ -36,7 +39,11 @@ def predictions(
     as_of = as_of_date(context)
     with warehouse.connect() as conn:
         roles = tracked_models(
-            conn, model_store, as_of, replay=context.run.tags.get(REPLAY_TAG) == "true"
+            conn,
+            model_store,
+            as_of,
+            replay=context.run.tags.get(REPLAY_TAG) == "true",
+            log_weeks=stage2_settings.get().replay.log_weeks,
         )
         added = log_predictions(conn, model_store, roles, as_of, context.run.run_id)
         filled = fill_outcomes(conn, as_of)

@@ -108,7 +108,7 @@ def ensemble_vN(
         settings.retraining.keep_versions,
         protect=[
             *in_shadow,
-            *arm_versions(model_store, cutoff, replay),
+            *arm_versions(model_store, cutoff, replay, log_weeks=settings.replay.log_weeks),
             *(e["version"] for e in model_store.pending_approvals()),
         ],
     )

@@ -71,7 +71,11 @@ def decided_candidates(conn: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def tracked_models(
-    conn: duckdb.DuckDBPyConnection, store: ModelStore, as_of: dt.date, replay: bool = False
+    conn: duckdb.DuckDBPyConnection,
+    store: ModelStore,
+    as_of: dt.date,
+    replay: bool = False,
+    log_weeks: int = 0,
 ) -> dict[str, str]:
     """{version: role} of every model that predicts as of this date.
 
@@ -79,7 +83,8 @@ def tracked_models(
     previous production version, kept in shadow so a degraded production can be rolled back to it.
     Logged only (role ``logged``, never compared): the newest candidate, decided or not, which is
     what retraining without a gate would serve (a replay's always_promote arm), and in a replay the
-    first production model (its frozen arm).
+    first production model (its frozen arm) and every candidate within ``log_weeks`` of its cut-off
+    (what another gate setting could have served: ``replay --sweep``).
     """
     production = store.production()
     roles = {production: PRODUCTION} if production else {}
@@ -94,16 +99,21 @@ def tracked_models(
     previous = previous_production(store)
     if previous and previous not in roles and previous in kept:
         roles[previous] = SHADOW
-    for version in arm_versions(store, as_of, replay, cutoffs):
+    for version in arm_versions(store, as_of, replay, cutoffs, log_weeks):
         roles.setdefault(version, LOGGED)
     return roles
 
 
 def arm_versions(
-    store: ModelStore, as_of: dt.date, replay: bool, cutoffs: dict[str, dt.date] | None = None
+    store: ModelStore,
+    as_of: dt.date,
+    replay: bool,
+    cutoffs: dict[str, dt.date] | None = None,
+    log_weeks: int = 0,
 ) -> list[str]:
     """Versions that must go on predicting for a replay's arms: the newest candidate with a
-    cut-off before ``as_of`` and, in a replay, the first production model. Pruning spares them."""
+    cut-off before ``as_of`` and, in a replay, the first production model and every candidate
+    whose cut-off lies within ``log_weeks`` before ``as_of``. Pruning spares them."""
     if cutoffs is None:
         cutoffs = kept_cutoffs(store)
     out = []
@@ -113,6 +123,9 @@ def arm_versions(
     history = store.production_history()
     if replay and history and history[0] in cutoffs:
         out.append(history[0])
+    if replay and log_weeks:
+        since = as_of - dt.timedelta(weeks=log_weeks)
+        out.extend(v for c, v in sorted(before) if c >= since and v not in out)
     return out
 
 
@@ -136,29 +149,52 @@ def log_predictions(
     as_of: dt.date,
     run_id: str,
 ) -> dict[str, int]:
-    """Predict every feature row after each model's cut-off up to ``as_of``; return rows added per model."""
-    added = {}
-    for version, role in roles.items():
+    """Predict every feature row after each model's cut-off up to ``as_of``; return rows added per
+    model. One read of the features and one insert for all the models."""
+    if not roles:
+        return {}
+    last_logged = dict(
+        conn.execute(
+            f"SELECT model_version, max(date) FROM predictions WHERE model_version IN "
+            f"({', '.join('?' for _ in roles)}) GROUP BY model_version",
+            list(roles),
+        ).fetchall()
+    )
+    loaded, starts = {}, {}
+    for version in roles:
         predictor = EnsemblePredictor(*store.load(version))
         cutoff = dt.date.fromisoformat(predictor.metadata["cutoff"])
-        (last,) = one(conn, "SELECT max(date) FROM predictions WHERE model_version = ?", [version])
         start = max(cutoff, as_of - dt.timedelta(days=MAX_BACKFILL_DAYS))
-        if last is not None:
-            start = max(start, last - dt.timedelta(days=LATE_ROWS_DAYS))
-        features = conn.execute(
-            "SELECT * FROM features WHERE date > ? AND date <= ? ORDER BY date, symbol",
-            [start, as_of],
-        ).df()
-        if features.empty:
-            added[version] = 0
+        if last_logged.get(version) is not None:
+            start = max(start, last_logged[version] - dt.timedelta(days=LATE_ROWS_DAYS))
+        loaded[version], starts[version] = predictor, start
+    features = conn.execute(
+        "SELECT * FROM features WHERE date > ? AND date <= ? ORDER BY date, symbol",
+        [min(starts.values()), as_of],
+    ).df()
+    dates = pd.to_datetime(features["date"]).dt.date
+    logged_at = _now()
+    frames = []
+    for version, role in roles.items():
+        part = features[dates > starts[version]]
+        if part.empty:
             continue
-        predicted = predictor.predict(features)
+        predicted = loaded[version].predict(part)
         predicted["date"] = pd.to_datetime(predicted["date"]).dt.date
-        predicted = predicted.assign(
-            model_version=version, role=role, logged_at=_now(), logged_as_of=as_of, run_id=run_id
+        frames.append(
+            predicted.assign(
+                model_version=version,
+                role=role,
+                logged_at=logged_at,
+                logged_as_of=as_of,
+                run_id=run_id,
+            )
         )
-        (before,) = one(conn, "SELECT count(*) FROM predictions WHERE model_version = ?", [version])
-        conn.register("new_predictions", predicted)
+    marks = ", ".join("?" for _ in roles)
+    count = f"SELECT model_version, count(*) FROM predictions WHERE model_version IN ({marks}) GROUP BY model_version"
+    before = dict(conn.execute(count, list(roles)).fetchall())
+    if frames:
+        conn.register("new_predictions", pd.concat(frames, ignore_index=True))
         conn.execute(
             """
             INSERT OR IGNORE INTO predictions
@@ -168,9 +204,8 @@ def log_predictions(
             """
         )
         conn.unregister("new_predictions")
-        (after,) = one(conn, "SELECT count(*) FROM predictions WHERE model_version = ?", [version])
-        added[version] = after - before
-    return added
+    after = dict(conn.execute(count, list(roles)).fetchall())
+    return {v: after.get(v, 0) - before.get(v, 0) for v in roles}
 
 
 def fill_outcomes(conn: duckdb.DuckDBPyConnection, as_of: dt.date) -> int:
@@ -296,6 +331,30 @@ def check_degradation(
     recent = resolved_rows(
         conn, production, max(as_of - dt.timedelta(days=window_days), baseline_end), as_of
     )
+    record = {
+        "model_version": production,
+        "as_of": as_of,
+        **judge_degradation(
+            baseline, recent, window_days, threshold, significance_level, min_samples
+        ),
+        "run_id": run_id,
+    }
+    conn.register("degradation_row", pd.DataFrame([record]))
+    conn.execute("INSERT OR REPLACE INTO degradation_log BY NAME SELECT * FROM degradation_row")
+    conn.unregister("degradation_row")
+    return record
+
+
+def judge_degradation(
+    baseline: pd.DataFrame,
+    recent: pd.DataFrame,
+    window_days: int,
+    threshold: float,
+    significance_level: float,
+    min_samples: int,
+) -> dict:
+    """The degradation verdict on production's resolved rows: its first live window
+    (``baseline``) against its latest (``recent``), day by day (``check_degradation``)."""
     recent_days, base_days = daily_accuracy(recent), daily_accuracy(baseline)
     drop, p_value = degradation_test(recent_days, base_days)
     recent_accuracy = _accuracy(recent)
@@ -318,9 +377,7 @@ def check_degradation(
             f"over its first {len(base_days)} live days: drop {drop:+.2%} (threshold {threshold:.0%}), "
             f"Welch p={p_value:.2g} on daily accuracies"
         )
-    record = {
-        "model_version": production,
-        "as_of": as_of,
+    return {
         "recent_rows": len(recent),
         "baseline_rows": len(baseline),
         "recent_accuracy": recent_accuracy,
@@ -329,14 +386,9 @@ def check_degradation(
         "p_value": p_value,
         "degraded": degraded,
         "reason": reason,
-        "run_id": run_id,
         "recent_days": len(recent_days),
         "baseline_days": len(base_days),
     }
-    conn.register("degradation_row", pd.DataFrame([record]))
-    conn.execute("INSERT OR REPLACE INTO degradation_log BY NAME SELECT * FROM degradation_row")
-    conn.unregister("degradation_row")
-    return record
 
 
 def _accuracy(rows: pd.DataFrame) -> float:

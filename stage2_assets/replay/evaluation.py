@@ -74,12 +74,12 @@ def _logged(
     marks = ", ".join("?" for _ in versions)
     with warehouse.connect(read_only=True) as conn:
         out = conn.execute(
-            f"SELECT {', '.join(columns)} FROM predictions WHERE model_version IN ({marks}) "
-            "AND date >= ? AND date <= ?",
+            "SELECT model_version, symbol, CAST(date AS TIMESTAMP) AS date, prob_up FROM predictions "
+            f"WHERE model_version IN ({marks}) AND date >= ? AND date <= ?",
             [*versions, first, last],
         ).df()
-    out["date"] = pd.to_datetime(out["date"]).astype("datetime64[ns]")
-    return out
+    out["date"] = out["date"].astype("datetime64[ns]")
+    return out[columns]
 
 
 def _arm_figures(
@@ -276,8 +276,17 @@ def evaluate(
     data_window_days: int | None = None,
     horizon: int = 1,
     book_fraction: float = 0.2,
+    *,
+    rules: dict[str, list[tuple[dt.date, str]]] | None = None,
+    comparisons: pd.DataFrame | None = None,
+    rollbacks: int | None = None,
+    cache: dict | None = None,
 ) -> dict:
     """The replay report's figures (``--json-out``): plain, rounded, reproducible.
+
+    ``rules``, ``comparisons`` (candidate, as_of, decision) and ``rollbacks`` replace what the
+    stores recorded: a sweep scores the same logged predictions under another gate's decisions,
+    keeping in ``cache`` what does not depend on them (the rows, the logs, the static arms).
 
     For each regime change inside the replay, ``weeks_to_promotion`` counts the weeks to the first
     promotion of a model fitted to the new regime: at least half of its training window (the
@@ -287,22 +296,31 @@ def evaluate(
     """
     first_day = pd.Timestamp(weeks["week"].min())
     last_as_of = pd.Timestamp(weeks["as_of"].max())
+    cache = {} if cache is None else cache
     with warehouse.connect(read_only=True) as conn:
-        rows = conn.execute(
-            "SELECT * FROM features WHERE date >= ? AND date <= ? AND label IS NOT NULL AND label_date <= ? ORDER BY date, symbol",
-            [first_day.date(), last_as_of.date(), last_as_of.date()],
-        ).df()
-        comparisons = conn.execute(
-            "SELECT candidate, as_of, decision FROM shadow_comparisons WHERE as_of >= ? AND as_of <= ? ORDER BY as_of",
-            [first_day.date(), last_as_of.date()],
-        ).df()
+        if "features" not in cache:
+            cache["features"] = conn.execute(
+                "SELECT * FROM features WHERE date >= ? AND date <= ? AND label IS NOT NULL AND label_date <= ? ORDER BY date, symbol",
+                [first_day.date(), last_as_of.date(), last_as_of.date()],
+            ).df()
+        rows = cache["features"].copy()
+        if comparisons is None:
+            comparisons = conn.execute(
+                "SELECT candidate, as_of, decision FROM shadow_comparisons WHERE as_of >= ? AND as_of <= ? ORDER BY as_of",
+                [first_day.date(), last_as_of.date()],
+            ).df()
     rows["date"] = pd.to_datetime(rows["date"]).astype("datetime64[ns]")
-    rules = serving_rules(store)
+    rules = rules or serving_rules(store)
     for arm in ARMS:
         rows[arm] = _serving(rows["date"], rules[arm])
     rows = rows.dropna(subset=list(ARMS)).reset_index(drop=True)
     served = sorted(set(rows[list(ARMS)].to_numpy().ravel())) if len(rows) else []
-    logged = _logged(warehouse, served, first_day.date(), last_as_of.date())
+    if "logged" not in cache or not set(served) <= cache["logged_versions"]:
+        cache["logged"] = _logged(warehouse, served, first_day.date(), last_as_of.date())
+        cache["logged_versions"] = set(served)
+    logged = cache["logged"]
+    if cache["logged_versions"] != set(served):
+        logged = logged[logged["model_version"].isin(served)]
     unlogged = {}
     for arm in ARMS:
         prob = rows[["symbol", "date", arm]].merge(
@@ -321,7 +339,9 @@ def evaluate(
         "insufficient_data": int((comparisons["decision"] == "insufficient data").sum()),
         "reject": int((comparisons["decision"] == "reject").sum()),
         "inconclusive": int((comparisons["decision"] == "inconclusive").sum()),
-        "rollback": sum(
+        "rollback": rollbacks
+        if rollbacks is not None
+        else sum(
             1
             for e in store.events()
             if e["event"] == "rolled_back"
@@ -364,6 +384,10 @@ def evaluate(
             prob_up=rows[f"prob_{arm}"].to_numpy()
         )
         scored[arm] = arm_rows
+        key = (arm, tuple(rules[arm]), len(rows), bootstrap_samples, seed)
+        if key in cache:  # a static arm on the same rows, scored for another setting already
+            report["arms"][arm], days[arm] = cache[key]
+            continue
         figures, days[arm] = _arm_figures(arm_rows, samples=bootstrap_samples, seed=seed, **common)
         figures["by_quarter"] = {
             q: {
@@ -379,6 +403,7 @@ def evaluate(
             for week, part in arm_rows.groupby(arm_rows["date"].dt.to_period("W-SAT").dt.start_time)
         }
         report["arms"][arm] = figures
+        cache[key] = (figures, days[arm])
     for name, prob in (("always_up", 1.0), ("climatology", climatology)):
         days[name] = evidence.day_table(
             rows[["date", "label"]].assign(prob_up=prob), climatology, None

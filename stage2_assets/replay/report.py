@@ -111,6 +111,51 @@ def summary_lines(report: dict) -> list[str]:
     return lines
 
 
+def sweep_lines(report: dict) -> list[str]:
+    """One line per swept setting: its decisions, weeks to adapt, and the adaptive arm against
+    the others (paired intervals), under the line of the replay as it ran."""
+    check = report["sweep_check"]
+    lines = [
+        "the replay's own settings, re-decided from the logs: "
+        + (
+            "every recorded decision and pointer move reproduced"
+            if check["decisions_reproduced"] and check["moves_reproduced"]
+            else "the recorded decisions were NOT reproduced (the figures below are suspect)"
+        )
+    ]
+    for row in [{"setting": "as replayed", **report}, *report["sweep"]]:
+        setting = row["setting"]
+        name = (
+            setting
+            if isinstance(setting, str)
+            else ", ".join(f"{k}={v}" for k, v in setting.items())
+        )
+        d = row["decisions"]
+        adapt = "/".join(
+            "-" if c["weeks_to_promotion"] is None else str(c["weeks_to_promotion"])
+            for c in row.get("regime_changes", [])
+        )
+        arms = row.get("arms", {})
+        parts = [
+            f"{name}:",
+            f"promote {d['promote']} reject {d['reject']} keep {d['keep']} rollback {d['rollback']}",
+        ]
+        if adapt:
+            parts.append(f"weeks to adapt {adapt}")
+        if "adaptive" in arms:
+            parts.append(
+                f"adaptive accuracy {arms['adaptive']['accuracy']:.4f} {_ci(arms['adaptive']['ci']['accuracy'])}"
+            )
+        for pair in ("adaptive - always_promote", "adaptive - frozen"):
+            f = row.get("differences", {}).get(pair, {}).get("accuracy")
+            if f and f["estimate"] is not None:
+                parts.append(f"{pair} {f['estimate']:+.4f} {_ci(f['ci'])} {f['verdict']}")
+        if row.get("exact") is False:
+            parts.append(f"APPROXIMATE: {len(row['unlogged'])} version-weeks not logged")
+        lines.append("  ".join(parts))
+    return lines
+
+
 def replay_title(report: dict) -> str:
     return f"stage2 replay {report['period']['from']} .. {report['period']['to']}"
 

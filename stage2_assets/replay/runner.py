@@ -187,8 +187,9 @@ def regime_starts(settings) -> list[dt.date]:
     return [r.start for r in ds.simulated.regimes[1:]] if ds.kind == "simulated" else []
 
 
-def replay_report(settings, log: pd.DataFrame, start: dt.date, end: dt.date) -> dict:
-    """The report's figures for the weeks of ``log`` between ``start`` and ``end``."""
+def replay_report(settings, log: pd.DataFrame, start: dt.date, end: dt.date, **decided) -> dict:
+    """The report's figures for the weeks of ``log`` between ``start`` and ``end`` (``decided``:
+    the serving rules, comparisons and rollbacks of a sweep, instead of the stores')."""
     from stage2_assets.replay.evaluation import evaluate
     from stage2_assets.resources.model_store import ModelStore
 
@@ -206,4 +207,5 @@ def replay_report(settings, log: pd.DataFrame, start: dt.date, end: dt.date) -> 
         data_window_days=settings.retraining.data_window,
         horizon=settings.label_rule.horizon_days,
         book_fraction=settings.monitoring.book_fraction,
+        **decided,
     )

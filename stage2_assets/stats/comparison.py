@@ -85,6 +85,34 @@ def day_block_bootstrap_ci(
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
+def gate_decision(
+    paired: pd.DataFrame, rule: GateRule, min_samples: int, memo: dict | None = None
+) -> tuple[GateResult, pd.DataFrame]:
+    """The gate's decision alone, and the rows of the days it used (rows without an outcome left
+    out; fewer than ``min_samples`` of them: insufficient data). ``memo``: ``evaluate_gate``'s."""
+    data = paired.dropna(subset=["label", "prob_candidate", "prob_production"])
+    days = daily_gains(data, rule.metric)
+    gate = decision_on_days(days, rule, min_samples, memo)
+    if gate.days and gate.decision != INSUFFICIENT:
+        data = data[pd.to_datetime(data["date"]).isin(days["date"].iloc[: gate.days])]
+    return gate, data
+
+
+def decision_on_days(
+    days: pd.DataFrame, rule: GateRule, min_samples: int, memo: dict | None = None
+) -> GateResult:
+    """``gate_decision`` from the day table of ``daily_gains``."""
+    gate = evaluate_gate(None, rule, memo, days=days)
+    if gate.decision != INSUFFICIENT:
+        rows = int(days["rows"].iloc[: gate.days].sum())
+        if rows < min_samples:
+            gate.decision = INSUFFICIENT
+            gate.reason = (
+                f"{rows} paired rows with outcomes; ab_testing.min_samples asks for {min_samples}"
+            )
+    return gate
+
+
 def compare(
     paired: pd.DataFrame,
     rule: GateRule,
@@ -99,17 +127,8 @@ def compare(
     Rows without an outcome are left out. Never raises on thin data: it decides
     ``insufficient data``.
     """
-    data = paired.dropna(subset=["label", "prob_candidate", "prob_production"])
-    gate = evaluate_gate(data, rule)
-    if gate.days and gate.decision != INSUFFICIENT:
-        used = daily_gains(data, rule.metric)["date"].iloc[: gate.days]
-        data = data[pd.to_datetime(data["date"]).isin(used)]
+    gate, data = gate_decision(paired, rule, min_samples)
     rows = len(data)
-    if gate.decision != INSUFFICIENT and rows < min_samples:
-        gate.decision = INSUFFICIENT
-        gate.reason = (
-            f"{rows} paired rows with outcomes; ab_testing.min_samples asks for {min_samples}"
-        )
     if rows == 0:
         return Comparison(
             rows=0,

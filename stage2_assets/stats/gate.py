@@ -128,26 +128,41 @@ def row_scores(prob: np.ndarray, label: np.ndarray, metric: str) -> np.ndarray:
     raise ValueError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
 
 
-def daily_gains(paired: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per day: date, rows, gain (production's score - the candidate's), accuracy gain."""
-    data = paired.dropna(subset=["label", "prob_candidate", "prob_production"])
-    if data.empty:
-        return pd.DataFrame(columns=["date", "rows", "gain", "accuracy_gain"])
-    label = data["label"].to_numpy(dtype=float)
-    cand = data["prob_candidate"].to_numpy(dtype=float)
-    prod = data["prob_production"].to_numpy(dtype=float)
+def daily_gains(paired: pd.DataFrame, metric: str, by: str | None = None):
+    """One row per day: date, rows, gain (production's score - the candidate's), accuracy gain.
+
+    ``by`` names a column of ``paired`` (several candidates' rows at once): then a dict of such
+    tables, one per value, each the same, bit for bit, as the table of that value's rows alone
+    (the mean of a group depends only on its own rows, in their order)."""
+    label = paired["label"].to_numpy(dtype=float)
+    cand = paired["prob_candidate"].to_numpy(dtype=float)
+    prod = paired["prob_production"].to_numpy(dtype=float)
+    known = ~(np.isnan(label) | np.isnan(cand) | np.isnan(prod))
+    if not known.any():
+        return {} if by else pd.DataFrame(columns=["date", "rows", "gain", "accuracy_gain"])
+    label, cand, prod = label[known], cand[known], prod[known]
+    dates = paired["date"].to_numpy()
+    if not np.issubdtype(dates.dtype, np.datetime64):
+        dates = pd.to_datetime(paired["date"]).to_numpy()
     frame = pd.DataFrame(
         {
-            "date": pd.to_datetime(data["date"]).to_numpy(),
+            "date": dates[known],
             "gain": row_scores(prod, label, metric) - row_scores(cand, label, metric),
             "accuracy_gain": ((cand > 0.5) == (label == 1)).astype(float)
             - ((prod > 0.5) == (label == 1)).astype(float),
         }
     )
-    grouped = frame.groupby("date", sort=True)
+    if by is None:
+        grouped = frame.groupby("date", sort=True)
+        out = grouped[["gain", "accuracy_gain"]].mean()
+        out.insert(0, "rows", grouped.size())
+        return out.reset_index()
+    frame.insert(0, by, paired[by].to_numpy()[known])
+    grouped = frame.groupby([by, "date"], sort=True)
     out = grouped[["gain", "accuracy_gain"]].mean()
     out.insert(0, "rows", grouped.size())
-    return out.reset_index()
+    out = out.reset_index(level="date")
+    return {key: part.reset_index(drop=True) for key, part in out.groupby(level=0, sort=False)}
 
 
 def long_run_variance(x: np.ndarray) -> float:
@@ -201,22 +216,39 @@ def _t_scale(z: float, days: int) -> float:
     return float(-special.stdtrit(days - 1, special.ndtr(-abs(z)))) * (1 if z >= 0 else -1)
 
 
-def evaluate_gate(paired: pd.DataFrame, rule: GateRule) -> GateResult:
+def evaluate_gate(
+    paired: pd.DataFrame,
+    rule: GateRule,
+    memo: dict | None = None,
+    days: pd.DataFrame | None = None,
+) -> GateResult:
     """Step through the paired rows day by day as the live loop would, and return the decision.
 
     ``paired`` has PAIRED_COLUMNS (``fwd_return`` unused here); rows without an outcome are left
     out. The decision is the first crossing, or ``inconclusive`` / ``insufficient data`` on the
-    last labelled day given.
+    last labelled day given. ``memo`` (a dict kept by the caller, one per rule) remembers each
+    look by its days' gains, so stepping again through a longer shadow (a sweep, week after
+    week) recomputes only the new looks; the result is the same.
     """
-    days = daily_gains(paired, rule.metric)
-    days = days[days["rows"] >= rule.min_symbols].reset_index(drop=True)
-    gains = days["gain"].to_numpy(dtype=float)
-    dates = pd.DatetimeIndex(days["date"]).strftime("%Y-%m-%d").tolist()
+    if days is None:  # ``days``: ``daily_gains`` of ``paired``, when the caller has them
+        days = daily_gains(paired, rule.metric)
     rows_by_day = days["rows"].to_numpy()
+    looked = rows_by_day >= rule.min_symbols
+    rows_by_day = rows_by_day[looked]
+    gains = days["gain"].to_numpy(dtype=float)[looked]
+    dates = np.datetime_as_string(
+        days["date"].to_numpy(dtype="datetime64[ns]")[looked], unit="D"
+    ).tolist()
     trajectory = []
     last = None
     for look in range(rule.first_look, min(len(gains), rule.max_looks) + 1):
-        last = _look(gains[:look], rule, look)
+        if memo is None:
+            last = _look(gains[:look], rule, look)
+        else:
+            key = gains[:look].tobytes()
+            last = memo.get(key)
+            if last is None:
+                last = memo[key] = _look(gains[:look], rule, look)
         trajectory.append(
             {"day": dates[look - 1], "statistic": last["statistic"], "boundary": last["boundary"]}
         )
