@@ -367,7 +367,8 @@ def _predict_at(args, settings) -> int:
         raise Stage2Error(
             f"no version served on {args.at}: "
             + (
-                f"the first pointer move was on {moves[0]['date']} (see `stage2 history`)"
+                f"the first pointer move was dated {moves[0]['date']} and a move serves from the "
+                "day after (see `stage2 history`)"
                 if moves
                 else "production has never been set"
             )
@@ -409,6 +410,9 @@ def _predict_at(args, settings) -> int:
                 {
                     "version": move["version"],
                     "at": args.at.isoformat(),
+                    # the README's contract: served_since; moved_on kept (the same date: a move
+                    # dated D serves from the day after)
+                    "served_since": move["date"],
                     "moved_on": move["date"],
                     "how": move["how"],
                     "predictions": records,
@@ -714,18 +718,22 @@ def _sweep(args, settings) -> int:
     """``replay --sweep``: the finished replay's figures under each setting, no training."""
     from stage2_assets.replay.report import render_replay, replay_title, sweep_lines
     from stage2_assets.replay.runner import recorded_weeks, replay_report, replay_weeks
-    from stage2_assets.replay.sweep import parse_sweep, sweep
+    from stage2_assets.replay.sweep import apply_setting, parse_sweep, sweep
     from stage2_assets.resources.warehouse import Warehouse
 
     settings_list = parse_sweep(args.sweep)
+    for setting in settings_list:  # every value checked before any work
+        apply_setting(settings, setting)
     weeks = replay_weeks(settings, args.from_date, args.to_date)
     log = (
         recorded_weeks(Warehouse(database=str(settings.warehouse_path)))
         if settings.warehouse_path.exists()
         else None
     )
-    done = set() if log is None else {(r.week, str(r.as_of)[:10]) for r in log.itertuples()}
-    missing = [key for key, as_of in weeks if (key, as_of.isoformat()) not in done]
+    # a week counts as run whatever its recorded as-of (a replay run to a mid-week date and swept
+    # to another one)
+    done = set() if log is None else set(log["week"])
+    missing = [key for key, _ in weeks if key not in done]
     if missing:
         raise Stage2Error(
             f"--sweep re-scores a finished replay; {len(missing)} of its {len(weeks)} weeks "

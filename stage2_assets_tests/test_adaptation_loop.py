@@ -181,6 +181,7 @@ def test_history_status_at_and_predict_at_say_who_served_when(loop, capsys):
     assert main([*config, "predict", "--at", "2025-05-29", "--json"]) == 0
     served = json.loads(capsys.readouterr().out)
     assert served["version"] == first and len(served["predictions"]) == 50
+    assert served["served_since"] == served["moved_on"] == "2024-12-27"  # the README's contract
     with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
         logged = conn.execute(
             "SELECT symbol, prob_up, label FROM predictions WHERE model_version = ? AND date = '2025-05-29' ORDER BY symbol",
@@ -190,7 +191,9 @@ def test_history_status_at_and_predict_at_say_who_served_when(loop, capsys):
         (s, round(p, 6), label) for s, p, label in logged
     ]
     assert main([*config, "predict", "--at", "2024-12-20"]) == 2  # before any move
-    assert "the first pointer move was on 2024-12-27" in capsys.readouterr().err
+    assert "the first pointer move was dated 2024-12-27 and a move serves from the day after" in (
+        capsys.readouterr().err
+    )
     # the last day: its outcome is not known yet
     assert main([*config, "predict", "--at", AS_OF, "--json"]) == 0
     assert {r["label"] for r in json.loads(capsys.readouterr().out)["predictions"]} == {None}

@@ -346,7 +346,7 @@ def looser_replay(tmp_path_factory):
     return root, settings
 
 
-def _sweep(settings, folder, *items):
+def _sweep(settings, folder, *items, to=TO):
     out = folder / "sweep.json"
     code = main(
         [
@@ -356,7 +356,7 @@ def _sweep(settings, folder, *items):
             "--from",
             FROM,
             "--to",
-            TO,
+            to,
             "--sweep",
             *items,
             "--json-out",
@@ -400,8 +400,12 @@ def test_a_sweep_refuses_what_is_not_a_gate_setting_and_an_unfinished_replay(rep
     err = capsys.readouterr().err
     assert "'retraining.data_window' is not a gate setting" in err
     assert "ab_testing.false_promotion_budget" in err and "ab_testing.min_improvement" in err
-    code, _ = _sweep(whole, root, "ab_testing.min_samples=5")
-    assert code == 2 and "min_samples" in capsys.readouterr().err  # validated like the config
+    code, _ = _sweep(whole, root, "ab_testing.min_samples=200,5")
+    err = capsys.readouterr().err  # every value validated like the config, before any work
+    assert code == 2 and "--sweep ab_testing.min_samples=5: ab_testing.min_samples:" in err
+    # a range ending mid-week: that week ran (as of the replay's own end), so it is swept
+    code, report = _sweep(whole, root, "ab_testing.min_samples=200", to="2024-08-26")
+    assert code == 0 and report["sweep"][0]["period"]["to"] < "2024-08-26"
     code = main(
         [
             "--config",

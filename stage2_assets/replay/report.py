@@ -107,7 +107,10 @@ def summary_lines(report: dict) -> list[str]:
                 if f["estimate"] is not None
             ]
             lines.append(f"{pair:<26} " + "; ".join(parts))
-    lines.append(f"decisions: {report['decisions']}")
+    lines.append(
+        "decisions: "
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["decisions"].items())
+    )
     return lines
 
 
@@ -123,7 +126,7 @@ def sweep_lines(report: dict) -> list[str]:
             else "the recorded decisions were NOT reproduced (the figures below are suspect)"
         )
     ]
-    for row in [{"setting": "as replayed", **report}, *report["sweep"]]:
+    for row in [{"setting": "as replayed (the config's settings)", **report}, *report["sweep"]]:
         setting = row["setting"]
         name = (
             setting
@@ -139,6 +142,7 @@ def sweep_lines(report: dict) -> list[str]:
         parts = [
             f"{name}:",
             f"promote {d['promote']} reject {d['reject']} keep {d['keep']} rollback {d['rollback']}",
+            f"production moves {len(row['production_timeline'])}",
         ]
         if adapt:
             parts.append(f"weeks to adapt {adapt}")
@@ -224,7 +228,7 @@ def render_replay(report: dict, title: str) -> str:
 <style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>
 <p class="meta">{report["weeks"]} weeks, {report["period"]["from"]} .. {report["period"]["to"]}; every arm scored on the same
 {report["rows"]} (symbol, day) rows, from the predictions each logged (rows left out for want of a logged
-prediction, per arm: {html.escape(str(report.get("unlogged_rows", {})))}). Intervals: bootstrap of 5-day blocks, 95%;
+prediction, per arm: {html.escape(", ".join(f"{arm} {n}" for arm, n in report.get("unlogged_rows", {}).items()) or "none")}). Intervals: bootstrap of 5-day blocks, 95%;
 none under 20 days.</p>
 <h2>Arms over the whole replay</h2>{_table(summary)}
 <p class="meta">Every arm is scored from the predictions it logged. The book: long the top and short the bottom

@@ -21,6 +21,7 @@ import datetime as dt
 import itertools
 import multiprocessing
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,7 +99,8 @@ def apply_setting(settings, setting: dict[str, str]):
             wrong = "; ".join(
                 f"{section}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )
-            raise Stage2Error(f"--sweep {setting}: {wrong}") from None
+            named = ", ".join(f"{k}={v}" for k, v in setting.items())
+            raise Stage2Error(f"--sweep {named}: {wrong}") from None
     return settings.model_copy(update=update)
 
 
@@ -191,11 +193,12 @@ def load_logs(warehouse: Warehouse, store: ModelStore, weeks: pd.DataFrame) -> R
         label_date=outcome["label_date"].to_numpy(dtype="datetime64[ns]"),
         fwd_return=outcome["fwd_return"].to_numpy(dtype=float),
         prob=prob.to_numpy(dtype=float),
-        logged=logged.fillna(np.iinfo("int64").max).to_numpy(dtype="int64"),
+        logged=logged.fillna(float(_NEVER)).to_numpy(dtype="int64"),
         logging_weeks=logging_weeks,
     )
 
 
+_NEVER = 2**62  # "logged at" of a row never logged: after any date (ns), exact as a float
 _NO_DAYS = pd.DataFrame(
     {
         "date": pd.Series(dtype="datetime64[ns]"),
@@ -339,18 +342,20 @@ def simulate(logs: ReplayLogs, settings, shared: dict | None = None) -> _State:
                 mon.degradation_level,
                 ab.min_samples,
             )
-            if key not in shared:
+            if key not in shared:  # (scipy warns of precision loss when the days are all equal)
                 baseline = week.frame(week.rows_of(production, cutoff, base_end), production)
                 recent_from = max(as_of - dt.timedelta(days=mon.performance_window), base_end)
                 recent = week.frame(week.rows_of(production, recent_from, as_of), production)
-                shared[key] = judge_degradation(
-                    baseline,
-                    recent,
-                    mon.performance_window,
-                    mon.degradation_threshold,
-                    mon.degradation_level,
-                    ab.min_samples,
-                )["degraded"]
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+                    shared[key] = judge_degradation(
+                        baseline,
+                        recent,
+                        mon.performance_window,
+                        mon.degradation_threshold,
+                        mon.degradation_level,
+                        ab.min_samples,
+                    )["degraded"]
             if shared[key]:
                 state.degraded.append((as_of, production))
             if as_of not in logs.logging_weeks.get(production, set()):
