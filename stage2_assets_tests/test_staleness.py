@@ -94,3 +94,24 @@ def test_stale_data_is_recorded_warned_refused_and_dated(stale_project, capsys):
     captured = capsys.readouterr()
     assert f"latest features on or before 2019-12-31: {LAST}" in captured.out
     assert "WARNING: the newest features are from 2019-06-21" in captured.err
+
+
+def test_a_rerun_of_an_earlier_week_keeps_the_newest_features(write_settings, dagster_home):
+    """Rerunning last month's refresh must not roll the features (what predict serves from) back to
+    last month; the earlier week's readers still see nothing after its date."""
+    from stage2_assets.resources.warehouse import Warehouse
+
+    settings = write_settings()
+    config = ["--config", str(settings.config_path)]
+    warehouse = Warehouse(database=str(settings.warehouse_path))
+
+    def newest() -> tuple:
+        with warehouse.connect(read_only=True) as conn:
+            return conn.execute(
+                "SELECT max(date), max(label_date), count(*) FROM features"
+            ).fetchone()
+
+    assert main([*config, "refresh", "--as-of", "2024-12-27"]) == 0
+    latest = newest()
+    assert main([*config, "refresh", "--as-of", "2024-11-29"]) == 0
+    assert newest() == latest and latest[0] == dt.date(2024, 12, 27)

@@ -1,5 +1,6 @@
 """features: the 14 point-in-time features and the label per (symbol, date)."""
 
+import datetime as dt
 import json
 import time
 
@@ -21,6 +22,7 @@ from stage2_assets.resources.warehouse import Warehouse, one
 
 _COLUMNS = ["symbol", "date", *FEATURE_COLUMNS, *LABEL_COLUMNS]
 _RULE_KEY = "features_label_rule"
+_AS_OF_KEY = "features_as_of"  # the newest as-of the features were computed for
 
 
 def stored_label_rule(conn) -> LabelRule | None:
@@ -52,7 +54,8 @@ def require_features_rule(conn, rule: LabelRule) -> None:
 def features(
     context: dg.AssetExecutionContext, warehouse: Warehouse, stage2_settings: Stage2Settings
 ) -> dg.MaterializeResult:
-    """Features of every validated bar up to the as-of date, and labels as far as they are known.
+    """Features of every validated bar up to the as-of date (or the newest week already
+    computed, on a rerun of an earlier week), and labels as far as they are known.
 
     Promises: a feature for date t uses bars up to t only; rows without a full look-back are
     absent; a label (the configured tradable rule, recorded in ``store_info``) is NULL until its
@@ -62,9 +65,14 @@ def features(
     rule = stage2_settings.get().label_rule
     as_of = as_of_date(context)
     with warehouse.connect() as conn:
+        # a rerun of an earlier week keeps the table as of the newest week computed: every reader
+        # filters by date and label date (training, predictions, outcomes), so the later rows leak
+        # nothing into that week, and the live predictions keep their fresh features
+        row = conn.execute("SELECT value FROM store_info WHERE key = ?", [_AS_OF_KEY]).fetchone()
+        computed = max(as_of, dt.date.fromisoformat(row[0])) if row else as_of
         bars = conn.execute(
             "SELECT symbol, date, open, high, low, close, volume FROM validated_bars WHERE date <= ?",
-            [as_of],
+            [computed],
         ).df()
     bars["date"] = pd.to_datetime(bars["date"])
     started = time.perf_counter()
@@ -82,8 +90,8 @@ def features(
             conn.execute(f"INSERT INTO features SELECT {', '.join(_COLUMNS)} FROM new_features")
             conn.unregister("new_features")
             conn.execute(
-                "INSERT OR REPLACE INTO store_info VALUES (?, ?)",
-                [_RULE_KEY, json.dumps(rule.as_dict())],
+                "INSERT OR REPLACE INTO store_info VALUES (?, ?), (?, ?)",
+                [_RULE_KEY, json.dumps(rule.as_dict()), _AS_OF_KEY, computed.isoformat()],
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -93,6 +101,7 @@ def features(
     return dg.MaterializeResult(
         metadata={
             "as_of": dg.MetadataValue.text(as_of.isoformat()),
+            "computed_as_of": dg.MetadataValue.text(computed.isoformat()),
             "rows": dg.MetadataValue.int(len(table)),
             "labelled_rows": dg.MetadataValue.int(int(labelled.sum())),
             "share_up": dg.MetadataValue.float(
