@@ -112,3 +112,16 @@ def test_context_row_anchors_moves_but_is_never_judged():
     assert report.warnings["AAA"] == [
         "one-day move above 40% (split or bad print): 2 row(s), first 2024-01-16 [daily_move_bounded]"
     ]
+
+
+def test_a_missing_value_is_reported_missing_and_never_out_of_bounds():
+    """The bounded rules (volume, moves, price scale, gaps) pass over a value that is missing, as
+    Great Expectations' bound expectations do: the presence rules report it."""
+    bars = _frame(symbol="AAA")
+    bars.loc[3, "volume"] = float("nan")
+    bars.loc[5, "close"] = float("nan")  # no move nor price ratio into bar 5, nor out of it
+    report = _validate(bars)
+    rules = {reason.rsplit("[", 1)[1].rstrip("]") for reason in report.errors["AAA"]}
+    assert {"close_present", "volume_present"} <= rules
+    assert not rules & {"volume_not_negative", "price_scale_consistent"}
+    assert report.warnings == {}

@@ -84,6 +84,19 @@ def normalize_long(
     errors: dict[str, str] | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """``normalize_frames`` for one long frame of ``symbol`` plus the bar columns, as raw text or numbers."""
+    bars, errors, _ = normalize_long_joined(data, source, starts, end, errors)
+    return bars, errors
+
+
+def normalize_long_joined(
+    data: pd.DataFrame,
+    source: str,
+    starts: Mapping[str, dt.date] | None = None,
+    end: dt.date | None = None,
+    errors: dict[str, str] | None = None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, str], pd.DataFrame]:
+    """``normalize_long``, and the frame the per-symbol frames were cut from: all of them in one,
+    in their order (what ``FetchResult.delivered`` would otherwise join again)."""
     errors = {} if errors is None else errors
     shaped = data["symbol"].unique().tolist()
     raw_dates = data["date"]
@@ -120,21 +133,22 @@ def normalize_long(
     data = data[~data["symbol"].isin(errors)]
     data = data.dropna(how="all", subset=[*PRICE_COLUMNS, "volume"])
     data = data.assign(source=source)[STORED_COLUMNS]
-    bars = _split_by_symbol(data)
+    bars, joined = _split_by_symbol(data)
     for symbol in shaped:
         if symbol not in errors and symbol not in bars:
             bars[symbol] = data.iloc[0:0].reset_index(drop=True)
-    return bars, errors
+    return bars, errors, joined
 
 
-def _split_by_symbol(data: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """One date-ordered frame per symbol, in order of the symbols' first rows.
+def _split_by_symbol(data: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """One date-ordered frame per symbol, in order of the symbols' first rows, and the sorted
+    frame they were cut from.
 
     One stable sort of the long frame, then contiguous slices: sorting each symbol's group on its
     own costs a fixed pandas overhead per symbol that an incremental fetch of a few rows feels.
     """
     if data.empty:
-        return {}
+        return {}, data.reset_index(drop=True)
     codes, symbols = pd.factorize(data["symbol"])
     order = np.lexsort((data["date"].to_numpy(), codes))  # stable: same-day rows keep their order
     data = data.take(order).reset_index(drop=True)
@@ -142,10 +156,11 @@ def _split_by_symbol(data: pd.DataFrame) -> dict[str, pd.DataFrame]:
     cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
     first = np.r_[0, cuts]
     last = np.r_[cuts, len(codes)]
-    return {
+    bars = {
         str(symbol): data.iloc[a:b].reset_index(drop=True)
         for symbol, a, b in zip(symbols, first, last, strict=True)
     }
+    return bars, data
 
 
 def _record(

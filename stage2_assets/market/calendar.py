@@ -25,12 +25,19 @@ def nyse_sessions(start: dt.date | str, end: dt.date | str) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(sessions).tz_localize(None)
 
 
+@lru_cache(maxsize=2)
+def _sessions_through(today: dt.date):
+    """Every NYSE session from 2000 up to ``today``, as datetime64 values (built once a day)."""
+    values = nyse_sessions("2000-01-03", today).to_numpy(copy=True)
+    values.setflags(write=False)
+    return values
+
+
 def sessions_between(earlier: pd.Series, later: pd.Series) -> pd.Series:
     """Count of NYSE sessions strictly between each pair of dates (0 when they are adjacent)."""
-    all_sessions = nyse_sessions("2000-01-03", dt.date.today())
-    values = all_sessions.values
-    lo = values.searchsorted(pd.to_datetime(earlier).values, side="right")
-    hi = values.searchsorted(pd.to_datetime(later).values, side="left")
+    values = _sessions_through(dt.date.today())
+    lo = values.searchsorted(pd.to_datetime(earlier, cache=False).values, side="right")
+    hi = values.searchsorted(pd.to_datetime(later, cache=False).values, side="left")
     return pd.Series((hi - lo).clip(min=0), index=later.index)
 
 

@@ -16,7 +16,6 @@ import pandas as pd
 
 from stage2_assets.errors import SourceMismatchError
 from stage2_assets.faults import fault_point
-from stage2_assets.market.bars import STORED_COLUMNS
 from stage2_assets.resources.market_data import FetchResult
 from stage2_assets.resources.warehouse import one
 
@@ -40,6 +39,20 @@ def ensure_same_source(conn: duckdb.DuckDBPyConnection, kind: str, warehouse: st
         )
 
 
+def last_stored_dates(
+    conn: duckdb.DuckDBPyConnection, as_of: dt.date, symbols: list[str] | None = None
+) -> dict[str, dt.date]:
+    """{symbol: its last raw bar on or before ``as_of``} for the symbols the store holds bars of
+    then (the previous universe), or for those of ``symbols`` it holds."""
+    among = f"AND symbol IN ({', '.join('?' for _ in symbols)})" if symbols else ""
+    return dict(
+        conn.execute(
+            f"SELECT symbol, max(date) FROM raw_bars WHERE date <= ? {among} GROUP BY symbol",
+            [as_of, *(symbols or [])],
+        ).fetchall()
+    )
+
+
 def plan_starts(
     conn: duckdb.DuckDBPyConnection,
     symbols: Iterable[str],
@@ -47,20 +60,19 @@ def plan_starts(
     overlap_days: int,
     as_of: dt.date,
     full: Iterable[str] = (),
+    last: dict[str, dt.date] | None = None,
 ) -> dict[str, dt.date]:
     """First date to fetch per symbol: after the last stored bar less the overlap, or history_start.
 
     A quarantined symbol is asked for its whole history again, so a provider's correction of an old
     bar arrives as a revision and releases it. Bars after ``as_of`` already in the store (a replay of
     an earlier week) are never re-asked for. Symbols in ``full`` (`stage2 refresh --full`) are asked
-    for their whole history too.
+    for their whole history too. ``last`` is each symbol's last stored bar on or before ``as_of``
+    (``last_stored_dates``) where the caller has it already.
     """
     quarantined = {row[0] for row in conn.execute("SELECT symbol FROM quarantine").fetchall()}
-    last = dict(
-        conn.execute(
-            "SELECT symbol, max(date) FROM raw_bars WHERE date <= ? GROUP BY symbol", [as_of]
-        ).fetchall()
-    )
+    if last is None:
+        last = last_stored_dates(conn, as_of)
     starts = {}
     whole = quarantined | set(full)
     for symbol in symbols:
@@ -85,16 +97,23 @@ def store_fetched(
     """Write new and revised bars, the refresh log and the run's notes (``refresh_notes``) in one
     transaction; return the log rows. Quarantined symbols and those in ``full`` were fetched
     whole: their raw history is replaced."""
-    frames = [f for f in fetched.bars.values() if not f.empty]
-    incoming = pd.concat(frames, ignore_index=True)[STORED_COLUMNS] if frames else None
+    delivered = fetched.delivered()
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     conn.execute("BEGIN TRANSACTION")
     try:
-        stats = (
-            _write_changes(conn, incoming, run_id, now) if incoming is not None else pd.DataFrame()
-        )
-        if incoming is not None:
-            _replace_history(conn, incoming, run_id, now, set(full))
+        stats = pd.DataFrame()
+        if delivered is not None:
+            # the delivery, read into a table of the session once, for every comparison below
+            conn.register("delivered_rows", delivered)
+            conn.execute(
+                "CREATE OR REPLACE TEMP TABLE incoming AS SELECT row_number() OVER () AS n, "
+                "symbol, CAST(date AS DATE) AS date, open, high, low, close, volume, source "
+                "FROM delivered_rows"
+            )
+            conn.unregister("delivered_rows")
+            stats = _write_changes(conn, run_id, now)
+            _replace_history(conn, run_id, now, set(full), delivered)
+            conn.execute("DROP TABLE incoming")
         log = _log_rows(fetched, starts, stats, run_id, as_of, now)
         conn.register("refresh_log_rows", log)
         fault_point("refresh_insert")  # bars written, transaction still open
@@ -104,7 +123,7 @@ def store_fetched(
             conn.register("refresh_note_rows", notes)
             conn.execute("INSERT INTO refresh_notes SELECT * FROM refresh_note_rows")
             conn.unregister("refresh_note_rows")
-        if incoming is not None:
+        if delivered is not None:
             conn.execute(
                 "INSERT INTO store_info VALUES ('source', ?) ON CONFLICT (key) DO NOTHING", [source]
             )
@@ -116,7 +135,7 @@ def store_fetched(
 
 
 def _replace_history(
-    conn: duckdb.DuckDBPyConnection, incoming: pd.DataFrame, run_id: str, now, full: set[str]
+    conn: duckdb.DuckDBPyConnection, run_id: str, now, full: set[str], delivered: pd.DataFrame
 ) -> int:
     """A quarantined symbol, or one named for a full re-fetch, is fetched whole: its raw history
     becomes what the source says now.
@@ -125,18 +144,19 @@ def _replace_history(
     dropped, a bar it no longer has) move to ``raw_bars_replaced`` with the run that replaced them;
     rows equal to a delivered bar stay, as many times as it is delivered. Returns the rows moved."""
     whole = {r[0] for r in conn.execute("SELECT symbol FROM quarantine").fetchall()} | full
-    part = incoming[incoming["symbol"].isin(whole)]
-    if part.empty:
+    whole &= set(delivered["symbol"].unique())
+    if not whole:
         return 0
-    conn.register("whole_incoming", part.assign(date=part["date"].dt.date))
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE doomed AS
-        WITH spans AS (
+        WITH whole_incoming AS (
+            SELECT * FROM incoming WHERE list_contains(?, symbol)
+        ), spans AS (
             SELECT symbol, min(date) AS first, max(date) AS last FROM whole_incoming GROUP BY symbol
         ), delivered AS (
             SELECT symbol, date, open, high, low, close, volume, count(*) AS copies
-            FROM whole_incoming GROUP BY ALL
+            FROM whole_incoming GROUP BY symbol, date, open, high, low, close, volume
         ), stored AS (
             SELECT s.rowid AS rid, coalesce(i.copies, 0) AS copies,
                    row_number() OVER (
@@ -148,9 +168,10 @@ def _replace_history(
             LEFT JOIN delivered i ON i.symbol = s.symbol AND i.date = s.date AND {_SAME_VALUES}
         )
         SELECT rid FROM stored WHERE n > copies
-        """
+        """,
+        [sorted(whole)],
     )
-    (moved,) = conn.execute("SELECT count(*) FROM doomed").fetchone()
+    (moved,) = conn.execute("SELECT count(*) FROM doomed").fetchall()[0]
     if moved:
         conn.execute(
             """
@@ -161,59 +182,67 @@ def _replace_history(
         )
         conn.execute("DELETE FROM raw_bars WHERE rowid IN (SELECT rid FROM doomed)")
     conn.execute("DROP TABLE doomed")
-    conn.unregister("whole_incoming")
     return int(moved)
 
 
-def _write_changes(
-    conn: duckdb.DuckDBPyConnection, incoming: pd.DataFrame, run_id: str, now
-) -> pd.DataFrame:
-    incoming = incoming.assign(date=incoming["date"].dt.date)
-    conn.register("incoming", incoming)
-    # Rows that match no stored bar exactly are changes; their (symbol, date) keys are replaced.
+def _write_changes(conn: duckdb.DuckDBPyConnection, run_id: str, now) -> pd.DataFrame:
+    """Store the rows of the ``incoming`` table that match no stored bar exactly (new or revised
+    days, whose stored bars move to ``raw_bars_replaced``); return per symbol what came and what
+    changed."""
+    # One pass over the stored bars: per delivered row, whether its day is stored and whether a
+    # stored bar equals it. A row that matches none is a change; its (symbol, date) is replaced.
     conn.execute(
         f"""
+        CREATE OR REPLACE TEMP TABLE compared AS
+        SELECT i.n, any_value(i.symbol) AS symbol, any_value(i.date) AS date,
+               count(s.symbol) > 0 AS stored,
+               coalesce(bool_or(s.symbol IS NOT NULL AND {_SAME_VALUES}), false) AS equal
+        FROM incoming i LEFT JOIN raw_bars s ON s.symbol = i.symbol AND s.date = i.date
+        GROUP BY i.n
+        """
+    )
+    conn.execute(
+        """
         CREATE OR REPLACE TEMP TABLE changed_keys AS
-        SELECT DISTINCT i.symbol, i.date,
-               EXISTS (SELECT 1 FROM raw_bars r WHERE r.symbol = i.symbol AND r.date = i.date) AS revised
-        FROM incoming i
-        WHERE NOT EXISTS (
-            SELECT 1 FROM raw_bars s WHERE s.symbol = i.symbol AND s.date = i.date AND {_SAME_VALUES}
-        )
+        SELECT DISTINCT symbol, date, stored AS revised FROM compared WHERE NOT equal
         """
     )
     stats = conn.execute(
         """
-        SELECT i.symbol,
+        SELECT c.symbol,
                count(*) AS fetched,
                count(*) FILTER (WHERE k.symbol IS NOT NULL AND NOT k.revised) AS new,
                count(DISTINCT k.date) FILTER (WHERE k.revised) AS revised,
-               min(i.date) AS first_date, max(i.date) AS last_date
-        FROM incoming i LEFT JOIN changed_keys k ON k.symbol = i.symbol AND k.date = i.date
-        GROUP BY i.symbol
+               min(c.date) AS first_date, max(c.date) AS last_date
+        FROM compared c LEFT JOIN changed_keys k ON k.symbol = c.symbol AND k.date = c.date
+        GROUP BY c.symbol
         """
     ).df()
-    # the bars a revision replaces are kept for the audit, with the run that replaced them
-    conn.execute(
-        """
-        INSERT INTO raw_bars_replaced
-        SELECT r.*, ?, ? FROM raw_bars r JOIN changed_keys k ON r.symbol = k.symbol AND r.date = k.date
-        """,
-        [now, run_id],
-    )
-    conn.execute(
-        "DELETE FROM raw_bars r USING changed_keys k WHERE r.symbol = k.symbol AND r.date = k.date"
-    )
+    if stats["revised"].any():
+        # the bars a revision replaces are kept for the audit, with the run that replaced them
+        conn.execute(
+            """
+            INSERT INTO raw_bars_replaced
+            SELECT r.*, ?, ? FROM raw_bars r
+            SEMI JOIN changed_keys k ON r.symbol = k.symbol AND r.date = k.date AND k.revised
+            """,
+            [now, run_id],
+        )
+        conn.execute(
+            "DELETE FROM raw_bars r USING changed_keys k "
+            "WHERE k.revised AND r.symbol = k.symbol AND r.date = k.date"
+        )
     conn.execute(
         """
         INSERT INTO raw_bars
         SELECT i.symbol, i.date, i.open, i.high, i.low, i.close, i.volume, i.source, ?, ?
-        FROM incoming i JOIN changed_keys k ON k.symbol = i.symbol AND k.date = i.date
+        FROM incoming i SEMI JOIN changed_keys k ON k.symbol = i.symbol AND k.date = i.date
+        ORDER BY i.n
         """,
         [run_id, now],
     )
     conn.execute("DROP TABLE changed_keys")
-    conn.unregister("incoming")
+    conn.execute("DROP TABLE compared")
     return stats
 
 
@@ -225,30 +254,49 @@ def _log_rows(
     as_of: dt.date,
     now,
 ) -> pd.DataFrame:
-    by_symbol = stats.set_index("symbol").to_dict("index") if not stats.empty else {}
-    rows = []
-    for symbol, start in starts.items():
-        s = by_symbol.get(symbol, {})
-        rows.append(
-            {
-                "run_id": run_id,
-                "symbol": symbol,
-                "as_of": as_of,
-                "requested_start": start,
-                "fetched": int(s.get("fetched", 0)),
-                "new": int(s.get("new", 0)),
-                "revised": int(s.get("revised", 0)),
-                "first_date": s.get("first_date"),
-                "last_date": s.get("last_date"),
-                "error": fetched.errors.get(symbol),
-                "duration_s": float(fetched.seconds.get(symbol, 0.0)),
-                "logged_at": now,
-            }
+    symbols = list(starts)
+    counts = (
+        stats.set_index("symbol").reindex(symbols)
+        if not stats.empty
+        else pd.DataFrame(
+            index=symbols, columns=["fetched", "new", "revised", "first_date", "last_date"]
         )
-    log = pd.DataFrame(rows)
-    for column in ("as_of", "requested_start", "first_date", "last_date"):
-        log[column] = pd.to_datetime(log[column]).dt.date
-    return log
+    )
+
+    def days(column: str) -> list:
+        return [None if pd.isna(d) else pd.Timestamp(d).date() for d in counts[column]]
+
+    return pd.DataFrame(
+        {
+            "run_id": run_id,
+            "symbol": symbols,
+            "as_of": [as_of] * len(symbols),
+            "requested_start": [starts[s] for s in symbols],
+            **{
+                c: pd.to_numeric(counts[c]).fillna(0).astype("int64").to_numpy()
+                for c in ("fetched", "new", "revised")
+            },
+            "first_date": days("first_date"),
+            "last_date": days("last_date"),
+            "error": [fetched.errors.get(s) for s in symbols],
+            "duration_s": [float(fetched.seconds.get(s, 0.0)) for s in symbols],
+            "logged_at": now,
+        },
+        columns=[
+            "run_id",
+            "symbol",
+            "as_of",
+            "requested_start",
+            "fetched",
+            "new",
+            "revised",
+            "first_date",
+            "last_date",
+            "error",
+            "duration_s",
+            "logged_at",
+        ],
+    )
 
 
 def failures_by_reason(errors: dict[str, str]) -> dict[str, list[str]]:
@@ -271,11 +319,17 @@ def summarize_log(log: pd.DataFrame, notes: pd.DataFrame | None = None) -> dict:
     notes (symbols missing from the source, refused files, re-adjusted histories)."""
     from stage2_assets.market.screening import COLLAPSED, MISSING, READJUSTED, REFUSED_FILE
 
-    notes = notes if notes is not None else pd.DataFrame(columns=["kind", "subject", "detail"])
+    records = (
+        list(zip(notes["kind"], notes["subject"], notes["detail"], strict=True))
+        if notes is not None
+        else []
+    )
 
     def noted(kind: str) -> list[tuple[str, dict]]:
-        part = notes[notes["kind"] == kind].sort_values("subject")
-        return [(r.subject, json.loads(r.detail)) for r in part.itertuples()]
+        return sorted(
+            ((subject, json.loads(detail)) for k, subject, detail in records if k == kind),
+            key=lambda pair: pair[0],
+        )
 
     noted_keys = {
         "missing_symbols": [s for s, _ in noted(MISSING)],
@@ -294,7 +348,11 @@ def summarize_log(log: pd.DataFrame, notes: pd.DataFrame | None = None) -> dict:
         "new": int(log["new"].sum()),
         "revised": int(log["revised"].sum()),
         "failed_symbols": failed,
-        "errors": {row.symbol: row.error for row in log.itertuples() if row.error},
+        "errors": {
+            symbol: error
+            for symbol, error in zip(log["symbol"], log["error"], strict=True)
+            if error
+        },
         "run_id": str(log["run_id"].iloc[0]),
         "as_of": pd.Timestamp(log["as_of"].iloc[0]).date().isoformat(),
     }

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from stage2_assets.market.bars import PRICE_COLUMNS
+from stage2_assets.market.refresh import last_stored_dates
 from stage2_assets.resources.market_data import FetchResult
 
 # refresh_notes.kind, one word per thing a run reports beside its per-symbol log
@@ -56,12 +57,11 @@ def screen_fetched(fetched: FetchResult, max_rows: int, notes: Notes) -> None:
                 f"{symbol}: the source delivered {len(frame):,} rows, over "
                 f"data_refresh.max_rows_per_symbol ({max_rows:,}): refused, nothing stored"
             )
-    frames = [f for f in fetched.bars.values() if not f.empty]
-    if not frames:
+    delivered = fetched.delivered()
+    if delivered is None:
         return
     # one pass over the whole delivery: per-symbol checks cost a fixed overhead each
-    repeated = pd.concat(frames, ignore_index=True)
-    repeated = repeated.loc[repeated.duplicated(), "symbol"].value_counts()
+    repeated = delivered.loc[delivered.duplicated(), "symbol"].value_counts()
     for symbol, rows in repeated.items():
         notes.add(COLLAPSED, str(symbol), rows=int(rows))
         fetched.bars[symbol] = fetched.bars[symbol].drop_duplicates().reset_index(drop=True)
@@ -72,22 +72,17 @@ def missing_symbols(
     expected: list[str],
     listed: list[str],
     as_of: dt.date,
+    last: dict[str, dt.date] | None = None,
 ) -> dict[str, dict]:
     """{symbol: {since, last_bar}} for expected symbols the source no longer lists.
 
     ``since`` is the as-of date of the first run in an unbroken series of runs that found it
-    missing, so a vanished symbol is reported every run and announced once."""
+    missing, so a vanished symbol is reported every run and announced once. ``last`` is
+    ``last_stored_dates(conn, as_of)`` where the caller has it already."""
     gone = sorted(set(expected) - set(listed))
     if not gone:
         return {}
-    marks = ", ".join("?" for _ in gone)
-    last_bar = dict(
-        conn.execute(
-            f"SELECT symbol, max(date) FROM raw_bars WHERE symbol IN ({marks}) AND date <= ? "
-            "GROUP BY symbol",
-            [*gone, as_of],
-        ).fetchall()
-    )
+    last_bar = last if last is not None else last_stored_dates(conn, as_of, gone)
     previous = conn.execute(
         """
         SELECT subject, detail FROM refresh_notes
@@ -107,16 +102,6 @@ def missing_symbols(
     }
 
 
-def stored_symbols(conn: duckdb.DuckDBPyConnection, as_of: dt.date) -> list[str]:
-    """Symbols the store holds raw bars of, on or before ``as_of`` (the previous universe)."""
-    return [
-        r[0]
-        for r in conn.execute(
-            "SELECT DISTINCT symbol FROM raw_bars WHERE date <= ? ORDER BY symbol", [as_of]
-        ).fetchall()
-    ]
-
-
 def readjustment_factors(
     conn: duckdb.DuckDBPyConnection, fetched: FetchResult, tolerance: float
 ) -> dict[str, float]:
@@ -124,16 +109,15 @@ def readjustment_factors(
     every price of the earlier overlap days by one common factor (stored / delivered) while the
     later overlap days, if any, are unchanged: the signature of a back-adjustment. A correction of
     one bar or one field does not qualify; it stays an ordinary revision."""
-    frames = [f for f in fetched.bars.values() if not f.empty]
-    if not frames:
+    delivered = fetched.delivered()
+    if delivered is None:
         return {}
-    incoming = pd.concat(frames, ignore_index=True)[["symbol", "date", *PRICE_COLUMNS]]
-    conn.register("delivered_prices", incoming.assign(date=incoming["date"].dt.date))
+    conn.register("delivered_prices", delivered[["symbol", "date", *PRICE_COLUMNS]])
     ratios = ", ".join(f"r.{c} / i.{c} AS {c}" for c in PRICE_COLUMNS)
     overlap = conn.execute(
         f"""
         SELECT i.symbol, i.date, {ratios}
-        FROM delivered_prices i JOIN raw_bars r ON r.symbol = i.symbol AND r.date = i.date
+        FROM delivered_prices i JOIN raw_bars r ON r.symbol = i.symbol AND r.date = CAST(i.date AS DATE)
         ORDER BY i.symbol, i.date
         """
     ).df()

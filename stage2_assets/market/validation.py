@@ -28,15 +28,21 @@ def _columns(alias: str) -> str:
     return ", ".join(f"{alias}.{c}" for c in _COLUMNS)
 
 
-def _pending_sql(within: str = "") -> str:
+def _pending_sql(within: str = "", skip: bool = False, since: dt.date | None = None) -> str:
     """The CTEs ``changed`` (the days on which some raw row differs from the validated bar) and
     ``pending`` (every raw row of those days: a second copy of a day is judged beside the first, so
     the unique-days rule sees both). ``within`` names a registered frame of (symbol, first, last)
-    spans that both tables are narrowed to first."""
+    spans that both tables are narrowed to first, ``since`` being their earliest first day (a
+    constant the scans skip whole row groups by); with ``skip``, the query's first parameter is a
+    list of symbols left out."""
     raw, validated = "raw_bars", "validated_bars"
     narrowed = ""
     if within:
-        span = f"JOIN {within} j ON j.symbol = t.symbol AND t.date BETWEEN j.first AND j.last"
+        day = pd.Timestamp(since).date().isoformat() if since is not None else None
+        floor = f"t.date >= DATE '{day}' AND " if day else ""
+        span = (
+            f"JOIN {within} j ON {floor}j.symbol = t.symbol AND t.date BETWEEN j.first AND j.last"
+        )
         narrowed = (
             f"raw AS (SELECT t.* FROM raw_bars t {span}), "
             f"validated AS (SELECT t.* FROM validated_bars t {span}), "
@@ -46,6 +52,7 @@ def _pending_sql(within: str = "") -> str:
         WITH {narrowed}changed AS (
             SELECT DISTINCT r.symbol, r.date FROM {raw} r
             WHERE NOT EXISTS (SELECT 1 FROM {validated} v WHERE v.symbol = r.symbol AND v.date = r.date AND {_SAME})
+            {"AND NOT list_contains(?, r.symbol)" if skip else ""}
         ), pending AS (
             SELECT {_columns("r")} FROM {raw} r JOIN changed c ON c.symbol = r.symbol AND c.date = r.date
         )
@@ -57,11 +64,14 @@ def _with_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def pending_bars(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(pending raw bars, the last validated bar of each pending symbol before its first pending date)."""
+def pending_bars(
+    conn: duckdb.DuckDBPyConnection, skip: list[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(pending raw bars, the last validated bar of each pending symbol before its first pending
+    date), leaving out the symbols of ``skip``."""
     both = conn.execute(
         f"""
-        {_pending_sql()}, context AS (
+        {_pending_sql(skip=bool(skip))}, context AS (
             SELECT {_columns("v")} FROM validated_bars v
             JOIN (SELECT symbol, min(date) AS first FROM changed GROUP BY symbol) p
               ON p.symbol = v.symbol AND v.date < p.first
@@ -70,7 +80,8 @@ def pending_bars(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.Data
         SELECT *, false AS is_context FROM pending
         UNION ALL SELECT *, true FROM context
         ORDER BY is_context, symbol, date
-        """
+        """,
+        [list(skip)] if skip else [],
     ).df()
     is_context = both.pop("is_context").to_numpy(dtype=bool)
     both = _with_timestamps(both)
@@ -80,16 +91,28 @@ def pending_bars(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, pd.Data
     )
 
 
-def raw_fingerprints(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """{symbol: a fingerprint of all its raw bars} for every symbol the store holds: equal
-    fingerprints mean the same rows (row count and an order-free hash of every value)."""
+def raw_fingerprints(
+    conn: duckdb.DuckDBPyConnection, symbols: list[str] | None = None
+) -> dict[str, str]:
+    """{symbol: a fingerprint of all its raw bars} for every symbol the store holds (or for those
+    of ``symbols`` it holds): equal fingerprints mean the same rows (row count and an order-free
+    hash of every value)."""
+    if symbols is not None and not symbols:
+        return {}
+    among = "WHERE list_contains(?, symbol)" if symbols is not None else ""
     return {
         symbol: f"{rows}:{digest}"
         for symbol, rows, digest in conn.execute(
             "SELECT symbol, count(*), bit_xor(hash(date, open, high, low, close, volume)) "
-            "FROM raw_bars GROUP BY symbol"
+            f"FROM raw_bars {among} GROUP BY symbol",
+            [list(symbols)] if symbols is not None else [],
         ).fetchall()
     }
+
+
+def raw_universe(conn: duckdb.DuckDBPyConnection) -> int:
+    """How many symbols the store holds raw bars of: the base of the failed share."""
+    return int(conn.execute("SELECT count(DISTINCT symbol) FROM raw_bars").fetchall()[0][0])
 
 
 def evaluate_quality(
@@ -97,32 +120,29 @@ def evaluate_quality(
 ) -> tuple[QualityReport, pd.DataFrame]:
     """Judge the pending bars by ``rules`` (data_refresh.quality), record verdicts and quarantine in one
     transaction, and return both."""
-    pending, context = pending_bars(conn)
-    fingerprints = raw_fingerprints(conn)
     quarantined = conn.execute("SELECT symbol, reasons, raw_fingerprint FROM quarantine").fetchall()
+    fingerprints = raw_fingerprints(conn, [symbol for symbol, _, _ in quarantined])
     held = {
         symbol: json.loads(reasons)
         for symbol, reasons, fingerprint in quarantined
         if fingerprint is not None and fingerprints.get(symbol) == fingerprint
     }
-    # a quarantined symbol whose raw bars are what was judged: the verdict stands, unjudged
-    pending = pending[~pending["symbol"].isin(held)].reset_index(drop=True)
-    context = context[~context["symbol"].isin(held)].reset_index(drop=True)
-    # one whose raw bars changed (a correction) is judged again on its whole raw history, even
-    # where the corrected rows equal validated ones, so a correction can release it
+    # A quarantined symbol whose raw bars are what was judged: the verdict stands, unjudged. One
+    # whose raw bars changed (a correction) is judged again on its whole raw history, even where
+    # the corrected rows equal validated ones, so a correction can release it. Either way its
+    # pending bars are not what is judged.
+    pending, context = pending_bars(conn, skip=[symbol for symbol, _, _ in quarantined])
     rejudge = [symbol for symbol, _, _ in quarantined if symbol not in held]
     if rejudge:
-        marks = ", ".join("?" for _ in rejudge)
         whole = conn.execute(
-            f"SELECT symbol, date, open, high, low, close, volume, source FROM raw_bars "
-            f"WHERE symbol IN ({marks}) ORDER BY symbol, date",
-            rejudge,
+            "SELECT symbol, date, open, high, low, close, volume, source FROM raw_bars "
+            "WHERE list_contains(?, symbol) ORDER BY symbol, date",
+            [rejudge],
         ).df()
         whole["date"] = pd.to_datetime(whole["date"]).astype("datetime64[ns]")
-        pending = pd.concat(
-            [pending[~pending["symbol"].isin(rejudge)], whole], ignore_index=True
-        ).sort_values(["symbol", "date"], kind="stable", ignore_index=True)
-        context = context[~context["symbol"].isin(rejudge)].reset_index(drop=True)
+        pending = pd.concat([pending, whole], ignore_index=True).sort_values(
+            ["symbol", "date"], kind="stable", ignore_index=True
+        )
     report = validate_bars(
         pending,
         context,
@@ -132,7 +152,9 @@ def evaluate_quality(
         rules.max_price_ratio,
     )
     report.held = held
-    report.universe = len(fingerprints)
+    report.universe = raw_universe(conn)
+    # what a failing symbol's quarantine records: the raw bars it was judged on
+    fingerprints.update(raw_fingerprints(conn, [s for s in report.errors if s not in fingerprints]))
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     log = pd.DataFrame(
         [
@@ -195,7 +217,7 @@ def load_report(conn: duckdb.DuckDBPyConnection, run_id: str) -> QualityReport |
     if not rows:
         return None
     report = QualityReport()
-    report.universe = len(raw_fingerprints(conn))
+    report.universe = raw_universe(conn)
     for symbol, passed, errors, warnings, count, first, last in rows:
         report.rows[symbol] = count
         report.date_range[symbol] = (first, last)
@@ -221,28 +243,33 @@ def apply_passing(
             "last": pd.to_datetime(pd.Series([span[1] for _, span in judged], dtype="object")),
         }
     )
+    since = min((span[0] for _, span in judged), default=None)
     conn.register("judged_spans", spans)
-    passing = _with_timestamps(
-        conn.execute(
-            f"{_pending_sql('judged_spans')} SELECT * FROM pending ORDER BY symbol, date"
-        ).df()
-    )
-    conn.unregister("judged_spans")
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.register("passing", passing.assign(date=passing["date"].dt.date, run_id=run_id))
+        # found and written inside the database: no round trip of the bars through pandas
+        conn.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE passing AS
+            {_pending_sql("judged_spans", since=since)} SELECT * FROM pending ORDER BY symbol, date
+            """
+        )
         conn.execute(
             """
             INSERT OR REPLACE INTO validated_bars
-            SELECT symbol, date, open, high, low, close, volume, source, run_id FROM passing
-            """
+            SELECT symbol, date, open, high, low, close, volume, source, ? FROM passing
+            """,
+            [run_id],
         )
-        conn.unregister("passing")
+        passing = conn.execute("SELECT * FROM passing").df()
+        conn.execute("DROP TABLE passing")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return passing
+    finally:
+        conn.unregister("judged_spans")
+    return _with_timestamps(passing)
 
 
 def quarantine_rows(conn: duckdb.DuckDBPyConnection) -> list[dict]:

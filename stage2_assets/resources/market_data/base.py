@@ -22,6 +22,33 @@ class FetchResult:
     bars: dict[str, pd.DataFrame] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    # the frames ``delivered()`` last joined, and the result
+    _joined: tuple[list[pd.DataFrame], pd.DataFrame | None] = field(
+        default_factory=lambda: ([], None), repr=False, compare=False
+    )
+
+    def delivered(self) -> pd.DataFrame | None:
+        """Every non-empty frame as one long frame, or None when nothing came back.
+
+        Screening, the re-adjustment check and the store each read the whole delivery: it is
+        joined once, and again only when ``bars`` has changed since (a frame added, replaced or
+        removed; frames are replaced, never changed in place)."""
+        frames = self._frames()
+        joined, result = self._joined
+        if len(joined) != len(frames) or any(
+            a is not b for a, b in zip(joined, frames, strict=True)
+        ):
+            result = pd.concat(frames, ignore_index=True) if frames else None
+            self._joined = (frames, result)
+        return result
+
+    def joined_as(self, frame: pd.DataFrame) -> None:
+        """Record that ``frame`` is the current non-empty frames of ``bars`` joined in their order,
+        as a source that cut them from one frame knows: ``delivered()`` then need not join them."""
+        self._joined = (self._frames(), frame if len(frame) else None)
+
+    def _frames(self) -> list[pd.DataFrame]:
+        return [f for f in self.bars.values() if not f.empty]
 
     def timed(self, symbols: list[str], started: float) -> None:
         """Share the wall time since ``started`` among the symbols of one request."""
@@ -56,6 +83,14 @@ class MarketDataSource(dg.ConfigurableResource, abc.ABC):
         expected symbol absent from it has vanished. A live provider's listing is our own universe
         file: there a vanished symbol shows as that symbol's failed fetch instead."""
         return True
+
+    @property
+    def reads_local_files(self) -> bool:
+        """Whether a fetch only reads files on this machine, so it ends in about the time the
+        reads take: a refresh then keeps one warehouse connection open across it. A network
+        provider can hang for minutes (and the simulator computes a whole market), so by default a
+        refresh never holds the warehouse file while it fetches."""
+        return False
 
     def listing(self) -> Listing:
         """The symbols served and, where the source has any, the entries refused with reasons."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import os
 import re
 import time
 import warnings
@@ -14,7 +15,12 @@ import pandas as pd
 from pydantic import Field
 
 from stage2_assets.errors import DataSourceError, InvalidNameError
-from stage2_assets.market.bars import BAR_COLUMNS, empty_bars, normalize_frames, normalize_long
+from stage2_assets.market.bars import (
+    BAR_COLUMNS,
+    empty_bars,
+    normalize_frames,
+    normalize_long_joined,
+)
 from stage2_assets.names import validate_symbol
 from stage2_assets.resources.market_data.base import FetchResult, Listing, MarketDataSource
 
@@ -33,6 +39,10 @@ class CsvSource(MarketDataSource):
     def kind(self) -> str:
         return "csv"
 
+    @property
+    def reads_local_files(self) -> bool:
+        return True
+
     def _folder(self) -> Path:
         folder = Path(self.folder)
         if not folder.is_dir():
@@ -46,13 +56,16 @@ class CsvSource(MarketDataSource):
         folder = self._folder()
         named: dict[str, list[Path]] = {}
         refused = []
-        for path in sorted(folder.iterdir()):
-            if path.name.startswith(".") or path.suffix.lower() != ".csv" or not path.is_file():
+        with os.scandir(folder) as entries:  # names and kinds in one read of the folder
+            listed = sorted((e.name, e.is_file()) for e in entries)
+        for name, is_file in listed:
+            stem, suffix = os.path.splitext(name)
+            if name.startswith(".") or suffix.lower() != ".csv" or not is_file:
                 continue  # not a data file (a README, a hidden file)
             try:
-                named.setdefault(validate_symbol(path.stem), []).append(path)
+                named.setdefault(validate_symbol(stem), []).append(folder / name)
             except InvalidNameError as exc:
-                refused.append({"file": path.name, "reason": str(exc)})
+                refused.append({"file": name, "reason": str(exc)})
         files = {}
         for symbol, paths in named.items():
             exact = [p for p in paths if p.name == f"{symbol}.csv"]
@@ -109,15 +122,18 @@ class CsvSource(MarketDataSource):
             except (DataSourceError, InvalidNameError) as exc:
                 result.errors[symbol] = str(exc)
         bars, errors = normalize_frames(whole, self.kind, starts, end)
+        joined = None
         if rows:
             long = pd.DataFrame(rows, columns=["symbol", *BAR_COLUMNS])
-            long_bars, long_errors = normalize_long(long, self.kind, starts, end)
+            long_bars, long_errors, joined = normalize_long_joined(long, self.kind, starts, end)
             bars.update(long_bars)
             errors.update(long_errors)
         for symbol in starts:
             if symbol not in errors and symbol not in result.errors and symbol not in bars:
                 bars[symbol] = empty_bars()
         result.bars = bars
+        if joined is not None and not whole:  # every frame was cut from ``joined``, in order
+            result.joined_as(joined)
         result.errors.update(errors)
         result.timed(list(starts), started)
         return result
@@ -140,7 +156,7 @@ class CsvSource(MarketDataSource):
         return frame
 
 
-_TAIL_BYTES = 4_096  # ~90 daily rows; grows x4 until it reaches the start
+_TAIL_BYTES = 1_024  # ~22 daily rows, a weekly refresh with its overlap; grows x4 to the start
 _ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
