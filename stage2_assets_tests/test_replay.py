@@ -51,21 +51,20 @@ def _setup(folder, keep_versions: int, log_weeks: int = 26):
     )
 
 
-def _replay(settings, folder, to=TO, name="replay"):
+def _stage2_replay(settings, to, *options) -> int:
     return main(
-        [
-            "--config",
-            str(settings.config_path),
-            "replay",
-            "--from",
-            FROM,
-            "--to",
-            to,
-            "--report",
-            str(folder / f"{name}.html"),
-            "--json-out",
-            str(folder / f"{name}.json"),
-        ]
+        ["--config", str(settings.config_path), "replay", "--from", FROM, "--to", to, *options]
+    )
+
+
+def _replay(settings, folder, to=TO, name="replay"):
+    return _stage2_replay(
+        settings,
+        to,
+        "--report",
+        str(folder / f"{name}.html"),
+        "--json-out",
+        str(folder / f"{name}.json"),
     )
 
 
@@ -348,21 +347,7 @@ def looser_replay(tmp_path_factory):
 
 def _sweep(settings, folder, *items, to=TO):
     out = folder / "sweep.json"
-    code = main(
-        [
-            "--config",
-            str(settings.config_path),
-            "replay",
-            "--from",
-            FROM,
-            "--to",
-            to,
-            "--sweep",
-            *items,
-            "--json-out",
-            str(out),
-        ]
-    )
+    code = _stage2_replay(settings, to, "--sweep", *items, "--json-out", str(out))
     return code, (json.loads(out.read_text()) if code == 0 else None)
 
 
@@ -406,19 +391,6 @@ def test_a_sweep_refuses_what_is_not_a_gate_setting_and_an_unfinished_replay(rep
     # a range ending mid-week: that week ran (as of the replay's own end), so it is swept
     code, report = _sweep(whole, root, "ab_testing.min_samples=200", to="2024-08-26")
     assert code == 0 and report["sweep"][0]["period"]["to"] < "2024-08-26"
-    code = main(
-        [
-            "--config",
-            str(whole.config_path),
-            "replay",
-            "--from",
-            FROM,
-            "--to",
-            "2024-09-30",
-            "--sweep",
-            "ab_testing.min_samples=200",
-        ]
-    )
-    assert (
-        code == 2 and "have not run: run the same replay without --sweep" in capsys.readouterr().err
-    )
+    code, _ = _sweep(whole, root, "ab_testing.min_samples=200", to="2024-09-30")
+    assert code == 2
+    assert "have not run: run the same replay without --sweep" in capsys.readouterr().err
