@@ -112,9 +112,8 @@ class ReplayLogs:
     first_week: dt.date
     cutoffs: dict[str, dt.date]
     label_rules: dict[str, object]
-    moves_before: list[
-        tuple[dt.date, str, str | None]
-    ]  # (as_of, version, previous) before the replay
+    # (as_of, version, previous) of the pointer moves before the replay's first week
+    moves_before: list[tuple[dt.date, str, str | None]]
     bootstraps: dict[dt.date, str]  # the replay's bootstrap moves (no production yet: any gate)
     versions: list[str]  # column order of the wide tables
     dates: np.ndarray  # datetime64[ns] per row (rows: the (date, symbol) pairs, sorted)
@@ -123,7 +122,7 @@ class ReplayLogs:
     label_date: np.ndarray  # datetime64[ns], NaT where unknown
     fwd_return: np.ndarray
     prob: np.ndarray  # rows x versions, NaN where not logged
-    logged: np.ndarray  # rows x versions: the as-of of the run that logged it, NaT if none
+    logged: np.ndarray  # rows x versions: the as-of (ns) of the run that logged it, _NEVER if none
     logging_weeks: dict[str, set] = field(default_factory=dict)
 
 
