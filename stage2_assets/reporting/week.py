@@ -189,7 +189,10 @@ def summary_lines(summary: dict) -> list[str]:
             else ""
         )
         lines.append(
-            f"shadow: {d['candidate']} vs {d['production'] or 'none'}: {d['decision']} "
+            # ``production`` names the versions its paired rows were served by: none before the
+            # first labelled day, not "no production"
+            f"shadow: {d['candidate']} vs {d['production'] or 'production (no paired day yet)'}: "
+            f"{d['decision']} "
             f"({effect}{d['days'] or 0} days): {d['reason']}"
         )
     pointer = summary["pointer"]
