@@ -15,10 +15,10 @@ reproduce its recorded decisions, the report of every setting) and one line per 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,45 +37,23 @@ def main() -> int:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
-    from stage2_assets.config import load_settings
-    from stage2_assets.errors import Stage2Error
-    from stage2_assets.replay.report import sweep_lines
-    from stage2_assets.replay.runner import recorded_weeks, replay_report, replay_weeks
-    from stage2_assets.replay.sweep import parse_sweep, sweep
-    from stage2_assets.resources.warehouse import Warehouse
+    from stage2_assets.cli import main as stage2
 
-    settings = load_settings(args.config)
-    start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
-    if not settings.warehouse_path.exists():
-        print(
-            f"no replay in {settings.warehouse_path}: run `stage2 --config {args.config} replay "
-            f"--from {args.start} --to {args.end}` first",
-            file=sys.stderr,
-        )
-        return 2
-    log = recorded_weeks(Warehouse(database=str(settings.warehouse_path)))
-    weeks = replay_weeks(settings, start, end)
-    done = {(r.week, str(r.as_of)[:10]) for r in log.itertuples()}
-    if any((key, as_of.isoformat()) not in done for key, as_of in weeks):
-        print("the replay has not run every week of the range: run it first", file=sys.stderr)
-        return 2
-    try:
-        settings_list = parse_sweep(args.sweep)
-    except Stage2Error as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    out = args.json_out or os.path.join(tempfile.mkdtemp(), "sweep.json")
     began = time.perf_counter()
-    report = replay_report(settings, log, start, end)
-    result = sweep(settings, log, start, end, settings_list)
+    # the command itself: it refuses an unfinished replay or a key that is not a gate setting
+    code = stage2(
+        ["--config", args.config, "replay", "--from", args.start, "--to", args.end]
+        + ["--sweep", *args.sweep, "--json-out", out]
+    )
     seconds = time.perf_counter() - began
-    report["sweep"], report["sweep_check"] = result["settings"], result["check"]
-    print("\n".join(sweep_lines(report)))
+    if code != 0:
+        return code
+    report = json.loads(Path(out).read_text())
     print(
-        f"\n{len(settings_list)} settings over {len(weeks)} weeks in {seconds:.1f} s "
+        f"\n{len(report['sweep'])} settings over {report['weeks']} weeks in {seconds:.1f} s "
         f"({os.cpu_count()} CPUs; the replay's own report and the reproduction check included)"
     )
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return 0
 
 

@@ -109,12 +109,13 @@ class ReplayLogs:
     """What a finished replay logged, in memory: the arrays the weekly decisions read."""
 
     weeks: list[dt.date]  # as-of dates of the weeks that ran (failed weeks decide nothing)
-    first_week: dt.date
     cutoffs: dict[str, dt.date]
     label_rules: dict[str, object]
     # (as_of, version, previous) of the pointer moves before the replay's first week
     moves_before: list[tuple[dt.date, str, str | None]]
-    bootstraps: dict[dt.date, str]  # the replay's bootstrap moves (no production yet: any gate)
+    # the replay's pointer moves by as-of; read only while no production serves (before its first
+    # move: the bootstrap, which no gate setting changes)
+    bootstraps: dict[dt.date, str]
     versions: list[str]  # column order of the wide tables
     dates: np.ndarray  # datetime64[ns] per row (rows: the (date, symbol) pairs, sorted)
     symbols: np.ndarray
@@ -144,17 +145,12 @@ def load_logs(warehouse: Warehouse, store: ModelStore, weeks: pd.DataFrame) -> R
         if e["event"] == "trained" and e.get("version")
     }
     moves = [
-        (
-            dt.date.fromisoformat(e["as_of"][:10]),
-            e["version"],
-            e.get("previous"),
-            e.get("reason", ""),
-        )
+        (dt.date.fromisoformat(e["as_of"][:10]), e["version"], e.get("previous"))
         for e in events
         if e["event"] in POINTER_MOVES and e.get("as_of")
     ]
-    before = [(d, v, p) for d, v, p, _ in moves if d < first_week]
-    bootstraps = {d: v for d, v, _, why in moves if d >= first_week and why.startswith("bootstrap")}
+    before = [move for move in moves if move[0] < first_week]
+    bootstraps = {d: v for d, v, _ in moves if d >= first_week}
     for column in ("date", "label_date", "logged_as_of"):
         rows[column] = pd.to_datetime(rows[column]).astype("datetime64[ns]")
     versions = sorted(rows["model_version"].unique().tolist())
@@ -180,7 +176,6 @@ def load_logs(warehouse: Warehouse, store: ModelStore, weeks: pd.DataFrame) -> R
     }
     return ReplayLogs(
         weeks=as_ofs,
-        first_week=first_week,
         cutoffs=cutoffs,
         label_rules=label_rules,
         moves_before=before,
@@ -216,7 +211,7 @@ class _Week:
     """One run's view of the logs: rows logged by its as-of whose outcome it knew."""
 
     def __init__(self, logs: ReplayLogs, as_of: dt.date):
-        self.logs, self.as_of = logs, as_of
+        self.logs = logs
         end = _day(as_of)
         self.known = (logs.dates <= end) & ~np.isnan(logs.label) & (logs.label_date <= end)
         self.visible = logs.logged <= end.astype("int64")
@@ -326,7 +321,7 @@ def simulate(logs: ReplayLogs, settings, shared: dict | None = None) -> _State:
         week = shared.get(("week", as_of))
         if week is None:
             week = shared[("week", as_of)] = _Week(logs, as_of)
-        serving = _serving_index(logs, [(d, v) for d, v in state.moves])
+        serving = _serving_index(logs, state.moves)
         production = state.production
         # model_performance: production judged against its own first live window
         if production is not None:
@@ -400,7 +395,7 @@ def simulate(logs: ReplayLogs, settings, shared: dict | None = None) -> _State:
                 state.move(as_of, logs.bootstraps[as_of])
         else:
             winners = [c for c, d in decisions if d == PROMOTE and c != production]
-            if winners and getattr(ab, "approval", "auto") == "auto":
+            if winners and ab.approval == "auto":  # manual: the winner waits for a person
                 winners.sort(key=lambda v: (logs.cutoffs[v], v))
                 key = ("choice", tuple(winners), as_of, ab.metric)
                 if key not in shared:
@@ -451,7 +446,7 @@ def sweep(
 ) -> dict:
     """The report's figures once per setting (``settings``), and whether the replay's own
     settings reproduce the decisions and pointer moves it recorded (``check``)."""
-    from stage2_assets.replay.evaluation import _logged
+    from stage2_assets.replay.evaluation import _logged, serving_rules
 
     warehouse = Warehouse(database=str(settings.warehouse_path))
     store = ModelStore(root=str(settings.models_path))
@@ -472,12 +467,9 @@ def sweep(
     mine = pd.DataFrame(own.records, columns=["candidate", "as_of", "decision"])
     check = {
         "decisions_reproduced": bool(
-            mine[["candidate", "as_of", "decision"]]
-            .sort_values(["as_of", "candidate"])
-            .reset_index(drop=True)
-            .equals(recorded)
+            mine.sort_values(["as_of", "candidate"]).reset_index(drop=True).equals(recorded)
         ),
-        "moves_reproduced": own.moves == _recorded_moves(store),
+        "moves_reproduced": own.moves == serving_rules(store)["adaptive"],
         "decisions": int(len(recorded)),
     }
     global _JOB
@@ -537,11 +529,3 @@ def _one(setting: dict) -> dict:
     # a version this setting needed in a week it had not logged
     report["unlogged"] = [{"version": v, "week": d.isoformat()} for v, d in sorted(state.gaps)]
     return report
-
-
-def _recorded_moves(store: ModelStore) -> list[tuple[dt.date, str]]:
-    return [
-        (dt.date.fromisoformat(e["as_of"][:10]), e["version"])
-        for e in store.events()
-        if e["event"] in POINTER_MOVES and e.get("as_of")
-    ]
