@@ -4,9 +4,14 @@ import datetime as dt
 import json
 
 import pytest
+import torch
 
+from stage2_assets.assets import features as features_asset
+from stage2_assets.assets import training as training_asset
 from stage2_assets.cli import main
 from stage2_assets.errors import Stage2Error
+from stage2_assets.ml import features as features_module
+from stage2_assets.ml import training
 from stage2_assets.promotion.shadow import (
     decided_candidates,
     previous_production,
@@ -68,15 +73,75 @@ def _replay(settings, folder, to=TO, name="replay"):
     )
 
 
+class _PlainEnsembleModule(training.EnsembleModule):
+    """Lightning's automatic loop with per-step logging and the for-loop Adam: the training as it
+    was before the speed issue made the loop manual."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.automatic_optimization = True
+
+    def on_fit_start(self) -> None:
+        _PLAIN_CALLS["fit"] += 1
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch[1]))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate)
+
+
+def _plain_ewm(frame, column, **kwargs):
+    return frame.groupby("symbol", sort=False)[column].transform(
+        lambda s: s.ewm(adjust=False, **kwargs).mean()
+    )
+
+
+_PLAIN_CALLS = {"write": 0, "window": 0, "fit": 0}
+
+
+def _plain_write(conn, table):
+    _PLAIN_CALLS["write"] += 1
+    conn.execute("DELETE FROM features")
+    conn.register("new_features", table)
+    conn.execute(
+        f"INSERT INTO features SELECT {', '.join(features_asset._COLUMNS)} FROM new_features"
+    )
+    conn.unregister("new_features")
+    return len(table)
+
+
+def _plain_window(conn, cutoff, window_days):
+    _PLAIN_CALLS["window"] += 1
+    return conn.execute("SELECT * FROM features WHERE date <= ?", [cutoff]).df()
+
+
+def _without_speedups(mp: pytest.MonkeyPatch) -> None:
+    """The replay's speed-ups replaced by the plain code they replaced: the whole features table
+    rewritten every week, the per-symbol ewm transform, every feature row read for training, the
+    automatic training loop."""
+    mp.setattr(training, "EnsembleModule", _PlainEnsembleModule)
+    mp.setattr(features_module, "_ewm", _plain_ewm)
+    mp.setattr(features_asset, "write_changed_rows", _plain_write)
+    mp.setattr(training_asset, "window_rows", _plain_window)
+
+
 @pytest.fixture(scope="module")
 def replays(tmp_path_factory):
     """One uninterrupted replay that keeps 100 versions, and one that keeps 2, cut short, with its
-    last week lost mid-flight, then resumed. Neither retention nor the resume may change a figure."""
+    last week lost mid-flight, then resumed, run without the speed-ups (the plain code they
+    replaced). Neither retention, the resume nor the speed-ups may change a figure."""
     root = tmp_path_factory.mktemp("replay")
     mp = pytest.MonkeyPatch()
     whole, home = _setup(root / "whole", keep_versions=100)
     mp.setenv("DAGSTER_HOME", str(home))
     assert _replay(whole, root / "whole") == 0
+    _without_speedups(mp)
     # candidates log 4 weeks past their cut-off for a sweep, not the 22 of the replay: retention
     # may prune them after that
     resumed, home = _setup(root / "resumed", keep_versions=2, log_weeks=4)
@@ -91,8 +156,14 @@ def replays(tmp_path_factory):
 
 
 def test_resumed_replay_with_two_versions_kept_gives_the_same_result_bit_for_bit(replays):
-    """Every arm is scored from what was logged: pruning down to 2 versions changes nothing."""
+    """Every arm is scored from what was logged: pruning down to 2 versions changes nothing; and
+    the speed-ups (features written by difference, grouped ewm, the window read, the manual
+    training loop) change no decision, prediction or figure."""
     root, whole, resumed = replays
+    # the resumed replay ran the plain code: every week's features and training went through it
+    assert (
+        _PLAIN_CALLS["write"] >= 22 and _PLAIN_CALLS["window"] >= 22 and _PLAIN_CALLS["fit"] >= 20
+    )
     kept = ModelStore(root=str(resumed.models_path))
     assert len(kept.trained_cutoffs()) == 22  # one candidate a week...
     assert len(kept.versions()) < 22  # ...most of them pruned since

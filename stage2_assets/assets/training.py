@@ -1,5 +1,7 @@
 """ensemble_vN: a new candidate ensemble each week, saved as a new version in the model store."""
 
+import datetime as dt
+
 import dagster as dg
 import pandas as pd
 
@@ -40,6 +42,13 @@ def require_fresh(newest, cutoff, max_stale: int) -> None:
         )
 
 
+def window_rows(conn, cutoff: dt.date, window_days: int) -> pd.DataFrame:
+    """The feature rows of the window ending at ``cutoff``, the only ones the split keeps (dates
+    after cut-off - data_window), read without the years before it."""
+    start = cutoff - dt.timedelta(days=window_days)
+    return conn.execute("SELECT * FROM features WHERE date > ? AND date <= ?", [start, cutoff]).df()
+
+
 def find_same_candidate(
     store: ModelStore, cutoff, data_fingerprint: str, params: dict
 ) -> str | None:
@@ -78,12 +87,11 @@ def ensemble_vN(
     rule = settings.label_rule
     with warehouse.connect(read_only=True) as conn:
         require_features_rule(conn, rule)
-        table = conn.execute("SELECT * FROM features WHERE date <= ?", [cutoff]).df()
-    require_fresh(
-        table["date"].max() if len(table) else None,
-        cutoff,
-        settings.data_refresh.max_stale_sessions,
-    )
+        (newest,) = conn.execute(
+            "SELECT max(date) FROM features WHERE date <= ?", [cutoff]
+        ).fetchone()
+        table = window_rows(conn, cutoff, settings.retraining.data_window)
+    require_fresh(newest, cutoff, settings.data_refresh.max_stale_sessions)
     split = candidate_split(table, cutoff, settings.retraining, rule)
     reused = None
     if context.run.tags.get(REUSE_TAG, "true") != "false":
