@@ -58,7 +58,11 @@ def gate(warehouse: Warehouse, run_id: str) -> dict:
     with warehouse.connect() as conn:
         report, pending = evaluate_quality(conn, run_id, QualityRules())
         written = apply_passing(conn, report, run_id)
-    return {"judged": len(pending), "validated": len(written), "quarantined": report.failed}
+    return {
+        "judged": len(pending),
+        "validated": int(written["bars"].sum()),
+        "quarantined": report.failed,
+    }
 
 
 def warm_up(as_of: dt.date) -> None:

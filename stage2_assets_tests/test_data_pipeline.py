@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 
+import pandas as pd
 import pytest
 
 from stage2_assets.cli import main
@@ -215,3 +216,45 @@ def test_cli_refuses_a_bad_date_and_a_bad_config(write_settings, dagster_home, t
     bad.write_text("retraining:\n  num_models: zero\n")
     assert main(["--config", str(bad), "status"]) == 2
     assert "retraining.num_models" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["direction", "excess_direction"])
+def test_features_computed_in_symbol_ranges_equal_the_whole_table(
+    write_settings, instance, monkeypatch, kind
+):
+    """A universe too large to compute at once is computed a range of symbols at a time: the same
+    rows and values; a market-neutral label takes the mean over every range, not its own."""
+    from stage2_assets.assets import features as features_asset
+
+    settings = write_settings({"label": {"kind": kind}})
+    as_of = dt.date(2024, 6, 14)
+    assert run_refresh(settings, instance, as_of).success
+    sql = "SELECT * FROM features ORDER BY symbol, date"
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        whole = conn.execute(sql).df()
+        bars = conn.execute("SELECT count(*) FROM validated_bars").fetchone()[0]
+    monkeypatch.setattr(features_asset, "FEATURE_CHUNK_BARS", bars // 3)
+    with Warehouse(database=str(settings.warehouse_path)).connect() as conn:
+        conn.execute("DELETE FROM features WHERE symbol = (SELECT min(symbol) FROM features)")
+        conn.execute(
+            "UPDATE features SET rsi_14 = -1 WHERE date = (SELECT max(date) FROM features)"
+        )
+    result = run_refresh(settings, instance, as_of)
+    assert result.success
+    meta = [
+        e.event_specific_data.materialization.metadata
+        for e in result.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+        and e.asset_key.to_user_string() == "features"
+    ][0]
+    assert meta["symbol_ranges"].value >= 3
+    with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        ranged = conn.execute(sql).df()
+    # only the deleted symbol and the spoiled day were written again
+    assert 0 < meta["rows_written"].value < len(whole) // 2
+    features = [c for c in whole.columns if c not in ("label",)]
+    pd.testing.assert_frame_equal(
+        ranged[features], whole[features], check_exact=(kind == "direction")
+    )
+    assert (ranged["label"] == whole["label"]).fillna(True).all()
+    assert ranged["label"].notna().sum() == whole["label"].notna().sum()

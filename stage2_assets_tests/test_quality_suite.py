@@ -125,3 +125,27 @@ def test_a_missing_value_is_reported_missing_and_never_out_of_bounds():
     assert {"close_present", "volume_present"} <= rules
     assert not rules & {"volume_not_negative", "price_scale_consistent"}
     assert report.warnings == {}
+
+
+def test_a_large_load_judged_in_groups_of_symbols_gives_the_same_verdicts(real_report, monkeypatch):
+    """The real data judged about 20 symbols at a time: the same errors, warnings and spans."""
+    from stage2_assets.checks import quality_suite
+    from stage2_assets_tests.conftest import MARKET_DATA
+
+    source = CsvSource(folder=str(MARKET_DATA))
+    fetched = source.fetch(
+        dict.fromkeys(source.available_symbols(), dt.date(2015, 1, 1)), dt.date(2020, 1, 10)
+    )
+    bars = pd.concat(fetched.bars.values(), ignore_index=True)
+    monkeypatch.setattr(quality_suite, "JUDGE_CHUNK_ROWS", 25_000)
+    groups = list(
+        quality_suite._symbol_chunks(quality_suite.prepare(bars, bars.iloc[0:0], TODAY), 25_000)
+    )
+    assert len(groups) > 5  # it did judge in groups, each of whole symbols
+    assert all(len(g) <= 25_000 for g in groups)
+    assert sum(len(g) for g in groups) == len(bars)
+    assert len({s for g in groups for s in g["symbol"].unique()}) == bars["symbol"].nunique()
+    grouped = validate_bars(bars, bars.iloc[0:0], TODAY, 0.4, 5)
+    assert grouped.errors == real_report.errors
+    assert grouped.warnings == real_report.warnings
+    assert grouped.rows == real_report.rows and grouped.date_range == real_report.date_range

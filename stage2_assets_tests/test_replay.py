@@ -105,7 +105,7 @@ def _plain_ewm(frame, column, **kwargs):
 _PLAIN_CALLS = {"write": 0, "window": 0, "fit": 0}
 
 
-def _plain_write(conn, table):
+def _plain_write(conn, table, symbols=None):
     _PLAIN_CALLS["write"] += 1
     conn.execute("DELETE FROM features")
     conn.register("new_features", table)

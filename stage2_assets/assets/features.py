@@ -15,6 +15,7 @@ from stage2_assets.ml.features import (
     LEGACY_LABEL_RULE,
     LabelRule,
     compute_features,
+    forward_returns,
 )
 from stage2_assets.partitions import as_of_date, weekly_partitions
 from stage2_assets.resources.settings import Stage2Settings
@@ -45,24 +46,30 @@ def require_features_rule(conn, rule: LabelRule) -> None:
         )
 
 
-def write_changed_rows(conn, table: pd.DataFrame) -> int:
+def write_changed_rows(conn, table: pd.DataFrame, symbols: tuple[str, str] | None = None) -> int:
     """Make the features table equal to ``table`` by writing only what differs: rows that are new
     or whose values changed (a label now known, a revised bar) replace their stored row, stored
-    rows absent from ``table`` go. The caller holds the transaction. Returns the rows written.
+    rows absent from ``table`` go. With ``symbols`` (first, last), only the stored rows of the
+    symbols in that range are compared and replaced. The caller holds the transaction. Returns the
+    rows written.
 
     The same table as a DELETE of everything and an INSERT of ``table``, for a few thousand rows
     written a week instead of every row; readers order what they read."""
     columns = ", ".join(_COLUMNS)
+    within, params = ("WHERE symbol BETWEEN ? AND ?", list(symbols)) if symbols else ("", [])
     conn.register("new_features", table)
     try:
         conn.execute(
-            f"CREATE OR REPLACE TEMP TABLE changed_features AS "
-            f"SELECT {columns} FROM new_features EXCEPT SELECT {columns} FROM features"
+            f"CREATE OR REPLACE TEMP TABLE changed_features AS SELECT {columns} FROM new_features "
+            f"EXCEPT SELECT {columns} FROM features {within}",
+            params,
         )
         conn.execute(
-            "DELETE FROM features f WHERE NOT EXISTS (SELECT 1 FROM new_features n "
+            f"DELETE FROM features f {within.replace('symbol', 'f.symbol')} "
+            f"{'AND' if symbols else 'WHERE'} (NOT EXISTS (SELECT 1 FROM new_features n "
             "WHERE n.symbol = f.symbol AND n.date = f.date) OR EXISTS (SELECT 1 FROM "
-            "changed_features c WHERE c.symbol = f.symbol AND c.date = f.date)"
+            "changed_features c WHERE c.symbol = f.symbol AND c.date = f.date))",
+            params,
         )
         conn.execute(f"INSERT INTO features SELECT {columns} FROM changed_features")
         (written,) = conn.execute("SELECT count(*) FROM changed_features").fetchone()
@@ -70,6 +77,43 @@ def write_changed_rows(conn, table: pd.DataFrame) -> int:
     finally:
         conn.unregister("new_features")
     return int(written)
+
+
+FEATURE_CHUNK_BARS = 1_500_000  # bars computed at once (about 1.5 GiB at the peak)
+
+
+def symbol_ranges(counts: list[tuple[str, int]], limit: int) -> list[tuple[str, str]]:
+    """Consecutive (first, last) symbol ranges of about ``limit`` bars each, from (symbol, bars)
+    sorted by symbol; one range for a universe within the limit."""
+    ranges, first, previous, total = [], None, None, 0
+    for symbol, bars in counts:
+        if first is not None and total + bars > limit:
+            ranges.append((first, previous))
+            first, total = None, 0
+        first = symbol if first is None else first
+        total += bars
+        previous = symbol
+    if first is not None:
+        ranges.append((first, previous))
+    return ranges
+
+
+def _bars(source, computed: dt.date, symbols: tuple[str, str] | None) -> pd.DataFrame:
+    """Validated bars up to ``computed`` (of the symbols in the range), from a connection or a
+    warehouse."""
+    within = " AND symbol BETWEEN ? AND ?" if symbols else ""
+    query = (
+        "SELECT symbol, date, open, high, low, close, volume FROM validated_bars "
+        f"WHERE date <= ?{within}"
+    )
+    params = [computed, *(symbols or ())]
+    if isinstance(source, Warehouse):
+        with source.connect(read_only=True) as conn:
+            bars = conn.execute(query, params).df()
+    else:
+        bars = source.execute(query, params).df()
+    bars["date"] = pd.to_datetime(bars["date"])
+    return bars
 
 
 @dg.asset(
@@ -98,22 +142,44 @@ def features(
         # nothing into that week, and the live predictions keep their fresh features
         row = conn.execute("SELECT value FROM store_info WHERE key = ?", [_AS_OF_KEY]).fetchone()
         computed = max(as_of, dt.date.fromisoformat(row[0])) if row else as_of
-        bars = conn.execute(
-            "SELECT symbol, date, open, high, low, close, volume FROM validated_bars WHERE date <= ?",
+        counts = conn.execute(
+            "SELECT symbol, count(*) FROM validated_bars WHERE date <= ? GROUP BY symbol ORDER BY symbol",
             [computed],
-        ).df()
-    bars["date"] = pd.to_datetime(bars["date"])
-    started = time.perf_counter()
-    table = compute_features(bars, rule)
-    seconds = time.perf_counter() - started
-    table = table.assign(
-        date=pd.to_datetime(table["date"]).dt.date,
-        label_date=pd.to_datetime(table["label_date"]).dt.date,
-    )
+        ).fetchall()
+    # A universe of thousands of symbols is computed in ranges of whole symbols (a feature looks
+    # at its own symbol only), so memory stays bounded; a market-neutral label then needs the
+    # market's mean forward return per date from every range first.
+    ranges = symbol_ranges(counts, FEATURE_CHUNK_BARS)
+    several = len(ranges) > 1
+    market_mean = None
+    if several and rule.kind == "excess_direction":
+        parts = [forward_returns(_bars(warehouse, computed, r), rule) for r in ranges]
+        market_mean = pd.concat(parts).groupby("date")["fwd_return"].mean()
+        del parts
+    seconds, rows, labelled, ups, changed = 0.0, 0, 0, 0, 0
     with warehouse.connect() as conn:
         conn.execute("BEGIN TRANSACTION")
         try:
-            changed = write_changed_rows(conn, table)
+            for symbols in ranges or [None]:
+                bars = _bars(conn, computed, symbols if several else None)
+                started = time.perf_counter()
+                table = compute_features(bars, rule, market_mean)
+                seconds += time.perf_counter() - started
+                del bars
+                table = table.assign(
+                    date=pd.to_datetime(table["date"]).dt.date,
+                    label_date=pd.to_datetime(table["label_date"]).dt.date,
+                )
+                changed += write_changed_rows(conn, table, symbols if several else None)
+                known = table["label"].notna()
+                rows, labelled = rows + len(table), labelled + int(known.sum())
+                ups += int(table.loc[known, "label"].sum())
+                del table
+            if several:  # the rows of symbols no longer validated at all
+                conn.execute(
+                    "DELETE FROM features WHERE NOT list_contains(?, symbol)",
+                    [[symbol for symbol, _ in counts]],
+                )
             conn.execute(
                 "INSERT OR REPLACE INTO store_info VALUES (?, ?), (?, ?)",
                 [_RULE_KEY, json.dumps(rule.as_dict()), _AS_OF_KEY, computed.isoformat()],
@@ -122,17 +188,15 @@ def features(
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    labelled = table["label"].notna()
     return dg.MaterializeResult(
         metadata={
             "rows_written": dg.MetadataValue.int(changed),
             "as_of": dg.MetadataValue.text(as_of.isoformat()),
             "computed_as_of": dg.MetadataValue.text(computed.isoformat()),
-            "rows": dg.MetadataValue.int(len(table)),
-            "labelled_rows": dg.MetadataValue.int(int(labelled.sum())),
-            "share_up": dg.MetadataValue.float(
-                round(float(table.loc[labelled, "label"].mean()), 4) if labelled.any() else 0.0
-            ),
+            "rows": dg.MetadataValue.int(rows),
+            "labelled_rows": dg.MetadataValue.int(labelled),
+            "share_up": dg.MetadataValue.float(round(ups / labelled, 4) if labelled else 0.0),
+            "symbol_ranges": dg.MetadataValue.int(len(ranges)),
             "compute_seconds": dg.MetadataValue.float(round(seconds, 3)),
             "features": dg.MetadataValue.json(list(FEATURE_COLUMNS)),
             "label_rule": dg.MetadataValue.text(rule.describe()),

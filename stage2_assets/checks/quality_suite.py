@@ -338,18 +338,41 @@ def validate_bars(
     judge = _judge(float(max_abs_move), int(max_missing_sessions), float(max_price_ratio))
     report.expectations = sum(len(c.rules) for checks in judge.checks.values() for c in checks)
     fault_point("gx_validation")
-    by_rule: dict[str, tuple[Rule, list[int]]] = {}
-    for row, rule in judge.failures({"bars": rows, "prices": stack_prices(rows)}):
-        by_rule.setdefault(rule.name, (rule, []))[1].append(row)
     listed = {name: position for position, name in enumerate(RULE_ORDER)}
-    for name in sorted(by_rule, key=lambda n: listed.get(n, len(listed))):
-        rule, index = by_rule[name]
-        bad = rows.loc[index]
-        bad = bad[~bad["_context"]]
-        target = report.errors if rule.severity == "error" else report.warnings
-        for symbol, group in bad.groupby("symbol"):
-            first = group["date"].min().date().isoformat()
-            target.setdefault(str(symbol), []).append(
-                f"{rule.describe}: {len(group)} row(s), first {first} [{rule.name}]"
-            )
+    # Every rule judges a symbol's rows by themselves, so a large load (a first refresh of thousands
+    # of symbols) is judged in groups of whole symbols, bounding the frames Great Expectations
+    # holds; a weekly refresh is one group.
+    for chunk in _symbol_chunks(rows, JUDGE_CHUNK_ROWS):
+        by_rule: dict[str, tuple[Rule, list[int]]] = {}
+        for row, rule in judge.failures({"bars": chunk, "prices": stack_prices(chunk)}):
+            by_rule.setdefault(rule.name, (rule, []))[1].append(row)
+        for name in sorted(by_rule, key=lambda n: listed.get(n, len(listed))):
+            rule, index = by_rule[name]
+            bad = chunk.iloc[index]
+            bad = bad[~bad["_context"]]
+            target = report.errors if rule.severity == "error" else report.warnings
+            for symbol, group in bad.groupby("symbol"):
+                first = group["date"].min().date().isoformat()
+                target.setdefault(str(symbol), []).append(
+                    f"{rule.describe}: {len(group)} row(s), first {first} [{rule.name}]"
+                )
     return report
+
+
+JUDGE_CHUNK_ROWS = 1_000_000  # rows Great Expectations judges at once (about 1 GiB at its peak)
+
+
+def _symbol_chunks(rows: pd.DataFrame, limit: int):
+    """``rows`` (sorted by symbol) in consecutive groups of whole symbols of about ``limit`` rows,
+    each indexed from 0."""
+    if len(rows) <= limit:
+        yield rows
+        return
+    ends = rows.groupby("symbol", sort=False).size().cumsum().to_numpy()
+    start = 0
+    while start < len(rows):
+        # the last symbol boundary within the limit (at least one whole symbol)
+        stop = ends[max(np.searchsorted(ends, start + limit, side="right") - 1, 0)]
+        stop = max(stop, ends[np.searchsorted(ends, start, side="right")])
+        yield rows.iloc[start:stop].reset_index(drop=True)
+        start = stop

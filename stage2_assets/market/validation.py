@@ -231,7 +231,9 @@ def load_report(conn: duckdb.DuckDBPyConnection, run_id: str) -> QualityReport |
 def apply_passing(
     conn: duckdb.DuckDBPyConnection, report: QualityReport, run_id: str
 ) -> pd.DataFrame:
-    """Upsert the pending bars of every passing symbol into validated_bars; return what was written."""
+    """Upsert the pending bars of every passing symbol into validated_bars; return the bars
+    written per symbol (columns symbol, bars), not the bars themselves (a first load of thousands of
+    symbols stays inside the database)."""
     # Only the span the gate judged of each passing symbol is read: a symbol can gain pending bars
     # between the gate and this step only through another writer, and bars the gate never judged
     # wait for the next run. An incremental run so compares days, not the whole history.
@@ -261,7 +263,9 @@ def apply_passing(
             """,
             [run_id],
         )
-        passing = conn.execute("SELECT * FROM passing").df()
+        written = conn.execute(
+            "SELECT symbol, count(*) AS bars FROM passing GROUP BY symbol ORDER BY symbol"
+        ).df()
         conn.execute("DROP TABLE passing")
         conn.execute("COMMIT")
     except BaseException:
@@ -269,7 +273,7 @@ def apply_passing(
         raise
     finally:
         conn.unregister("judged_spans")
-    return _with_timestamps(passing)
+    return written
 
 
 def quarantine_rows(conn: duckdb.DuckDBPyConnection) -> list[dict]:

@@ -100,11 +100,18 @@ def _ewm(frame: pd.DataFrame, column: str, **kwargs) -> pd.Series:
     return averaged.reset_index(level=0, drop=True)
 
 
-def compute_features(bars: pd.DataFrame, rule: LabelRule | int | None = None) -> pd.DataFrame:
+def compute_features(
+    bars: pd.DataFrame,
+    rule: LabelRule | int | None = None,
+    market_mean: pd.Series | None = None,
+) -> pd.DataFrame:
     """Features and label per (symbol, date) from validated daily bars.
 
     ``bars`` needs symbol, date, open, high, low, close, volume; any row order. ``rule`` is the
-    label rule (an int: the default rule with that horizon).
+    label rule (an int: the default rule with that horizon). ``market_mean``: for an
+    ``excess_direction`` label computed on a part of the universe, the mean forward return per
+    date over the whole universe (``forward_returns`` of every part); by default the mean over
+    ``bars``.
     """
     if rule is None or isinstance(rule, int):
         rule = LabelRule(horizon_days=rule or 1)
@@ -178,10 +185,27 @@ def compute_features(bars: pd.DataFrame, rule: LabelRule | int | None = None) ->
         out["label_date"] = g["date"].shift(-1 - h)
     target = out["fwd_return"]
     if rule.kind == "excess_direction":
-        target = target - target.groupby(out["date"]).transform("mean")
+        if market_mean is None:
+            target = target - target.groupby(out["date"]).transform("mean")
+        else:
+            target = target - out["date"].map(market_mean).to_numpy()
     out["label"] = (target > 0).astype("Int8").where(target.notna())
 
     position = g.cumcount()
     complete = (position >= LOOKBACK_BARS - 1) & out[list(FEATURE_COLUMNS)].notna().all(axis=1)
     complete &= np.isfinite(out[list(FEATURE_COLUMNS)]).all(axis=1)
     return out.loc[complete, columns].reset_index(drop=True)
+
+
+def forward_returns(bars: pd.DataFrame, rule: LabelRule) -> pd.DataFrame:
+    """(date, fwd_return) of every bar under ``rule``, as ``compute_features`` computes them: the
+    pieces of a market mean for a universe computed in parts."""
+    df = bars[["symbol", "date", "open", "close"]].sort_values(["symbol", "date"], kind="stable")
+    g = df.assign(_logc=np.log(df["close"]), _logo=np.log(df["open"])).groupby("symbol", sort=False)
+    h = rule.horizon_days
+    if rule.start == "close":
+        fwd = g["_logc"].shift(-h) - np.log(df["close"])
+    else:
+        price = "_logc" if rule.start == "next_close" else "_logo"
+        fwd = g[price].shift(-1 - h) - g[price].shift(-1)
+    return pd.DataFrame({"date": df["date"].to_numpy(), "fwd_return": fwd.to_numpy()})
