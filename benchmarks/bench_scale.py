@@ -1,10 +1,20 @@
-"""Load benchmark: N simulated symbols x 5 years through refresh, the quality gate and features.
+"""Scale benchmark: a simulated universe of N symbols x Y years through the real jobs, then weekly cycles.
 
-Each size runs in its own process (so peak RSS is that size's own) on a fresh temporary warehouse,
-with the same functions the assets run. Prints rows, seconds per step, microseconds per row, and
-peak RSS. Target on a 2-core machine: <= 4 GiB at 1,000 symbols, time growing linearly with rows.
+Each size runs in its own process (so peak RSS is that size's own), in fresh temporary stores, with
+the default simulated market (its market and sector factors) of N symbols starting Y years before
+the as-of date. It runs the Dagster job ``refresh_market_data`` as ``stage2 refresh`` does (the
+first full load: refresh, Great Expectations gate, validated bars, features) and prints bars,
+seconds per step (from the run's event log), microseconds per bar and peak RSS. With ``--cycles``
+the largest size then runs that many weekly cycles (``weekly_adaptation`` as ``stage2 weekly``
+does, a week apart: refresh of the new sessions, gate, features, predictions, monitoring,
+training on the 2-year window, shadow comparison, pointer), each with its seconds per step and
+the process's peak RSS after it, and the predictions log's rows.
 
-    python benchmarks/bench_scale.py [--sizes 250 500 1000]
+Targets on this 2-core, 24 GiB machine: the data spine <= 6 GiB peak at 5,000 symbols x 10
+years, time linear in bars; a weekly cycle <= 10 minutes with training <= 5.
+
+    python benchmarks/bench_scale.py [--sizes 1000 2500 5000] [--years 10] [--cycles 3]
+        [--batch-size 8192] [--max-epochs 20]
 """
 
 from __future__ import annotations
@@ -20,84 +30,190 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
-START, END = dt.date(2020, 1, 2), dt.date(2024, 12, 31)
+ROOT = Path(__file__).resolve().parent.parent
+AS_OF = dt.date(2024, 12, 27)  # a Friday: the first cycle's as-of; each next one a week later
+STEPS = {
+    "raw_bars": "refresh",
+    "raw_bars_raw_bars_quality_gate": "gate",
+    "validated_bars": "validated",
+    "features": "features",
+    "predictions": "predictions",
+    "model_performance": "monitoring",
+    "ensemble_vN": "training",
+    "shadow_comparison": "comparison",
+    "production_pointer": "pointer",
+}
 
 
-def one(symbols: int) -> dict:
-    import pandas as pd
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    from stage2_assets.config import QualityRules
-    from stage2_assets.market.refresh import plan_starts, store_fetched
-    from stage2_assets.market.validation import apply_passing, evaluate_quality
-    from stage2_assets.ml.features import compute_features
-    from stage2_assets.resources.market_data import RegimeConfig, SimulatedSource
+
+def _parts(run_id: str, seconds: float) -> dict[str, float]:
+    from stage2_assets.replay.runner import step_seconds
+
+    parts: dict[str, float] = {}
+    steps = step_seconds(run_id)
+    for step, took in steps.items():
+        part = STEPS.get(step, "monitoring" if step.endswith("not_degraded") else step)
+        part = "gate" if step.endswith("quality_gate") else part
+        parts[part] = parts.get(part, 0.0) + took
+    parts["set-up"] = max(seconds - sum(steps.values()), 0.0)
+    parts["total"] = seconds
+    return {k: round(v, 2) for k, v in parts.items()}
+
+
+def _run(settings, job: str, as_of: dt.date) -> dict:
+    from stage2_assets.launch import run_failures, run_job
+
+    started = time.perf_counter()
+    result = run_job(settings, job, as_of, log_level="ERROR")
+    seconds = time.perf_counter() - started
+    if not result.success:
+        raise SystemExit(f"{job} as of {as_of} failed: {'; '.join(run_failures(result))}")
+    return {"as_of": as_of.isoformat(), **_parts(result.run_id, seconds)}
+
+
+def one(symbols: int, years: int, cycles: int, batch_size: int, max_epochs: int) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix=f"stage2-scale-{symbols}-"))
+    home = folder / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    raw = yaml.safe_load((ROOT / "config" / "adaptation.yaml").read_text())
+    raw["data_source"]["simulated"].update(
+        num_symbols=symbols,
+        start_date=(AS_OF - dt.timedelta(days=round(365.25 * years))).isoformat(),
+    )
+    raw["data_source"]["simulated"]["regimes"][0]["start"] = raw["data_source"]["simulated"][
+        "start_date"
+    ]
+    raw["data_refresh"]["history_start"] = raw["data_source"]["simulated"]["start_date"]
+    raw["retraining"].update(batch_size=batch_size, max_epochs=max_epochs)
+    raw["storage"] = {"warehouse": str(folder / "scale.duckdb"), "models": str(folder / "models")}
+    raw["alerts"]["jsonl_path"] = str(folder / "alerts.jsonl")
+    (folder / "adaptation.yaml").write_text(yaml.safe_dump(raw))
+
+    from stage2_assets.config import load_settings
     from stage2_assets.resources.warehouse import Warehouse
 
-    source = SimulatedSource(
-        seed=1,
-        num_symbols=symbols,
-        start_date=START.isoformat(),
-        regimes=[
-            RegimeConfig(start=START.isoformat(), drift=0.0002, volatility=0.015, momentum=0.1)
-        ],
-    )
-    warehouse = Warehouse(database=str(Path(tempfile.mkdtemp()) / "scale.duckdb"))
-    seconds = {}
-    t = time.perf_counter()
-    with warehouse.connect() as conn:
-        starts = plan_starts(conn, source.available_symbols(), START, 5, END)
-    fetched = source.fetch(starts, END)
-    with warehouse.connect() as conn:
-        log = store_fetched(conn, fetched, starts, "simulated", "scale", END)
-    seconds["refresh"] = time.perf_counter() - t
-    t = time.perf_counter()
-    with warehouse.connect() as conn:
-        report, _ = evaluate_quality(conn, "scale", QualityRules())
-        apply_passing(conn, report, "scale")
-    seconds["gate"] = time.perf_counter() - t
-    t = time.perf_counter()
-    bars = warehouse.query_df(
-        "SELECT symbol, date, open, high, low, close, volume FROM validated_bars"
-    )
-    bars["date"] = pd.to_datetime(bars["date"])
-    table = compute_features(bars)
-    seconds["features"] = time.perf_counter() - t
-    return {
-        "symbols": symbols,
-        "rows": int(log["new"].sum()),
-        "feature_rows": len(table),
-        "seconds": seconds,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    settings = load_settings(folder / "adaptation.yaml")
+    warehouse = Warehouse(database=str(settings.warehouse_path))
+    out = {"symbols": symbols, "years": years}
+    out["spine"] = _run(settings, "refresh_market_data", AS_OF)
+    out["spine_peak_rss_mib"] = round(_peak_mib())
+    with warehouse.connect(read_only=True) as conn:
+        out["bars"] = conn.execute("SELECT count(*) FROM validated_bars").fetchone()[0]
+        out["feature_rows"] = conn.execute("SELECT count(*) FROM features").fetchone()[0]
+    out["database_mib"] = round(Path(settings.warehouse_path).stat().st_size / 2**20)
+    out["cycles"] = []
+    for week in range(cycles):
+        cycle = _run(settings, "weekly_adaptation", AS_OF + dt.timedelta(days=7 * week))
+        cycle["peak_rss_mib"] = round(_peak_mib())
+        with warehouse.connect(read_only=True) as conn:
+            cycle["prediction_rows"] = conn.execute("SELECT count(*) FROM predictions").fetchone()[
+                0
+            ]
+            cycle["train_rows"] = conn.execute(
+                "SELECT count(*) FROM features WHERE label IS NOT NULL AND date > ? AND date <= ?",
+                [
+                    AS_OF + dt.timedelta(days=7 * week - settings.retraining.data_window),
+                    AS_OF + dt.timedelta(days=7 * week),
+                ],
+            ).fetchone()[0]
+        out["cycles"].append(cycle)
+        print(json.dumps({"cycle": cycle}), flush=True)
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 2500, 5000])
+    parser.add_argument("--years", type=int, default=10)
+    parser.add_argument("--cycles", type=int, default=3, help="weekly cycles at the largest size")
+    parser.add_argument("--batch-size", type=int, default=8192)
+    parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--one-cycles", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one)))
+        result = one(args.one, args.years, args.one_cycles, args.batch_size, args.max_epochs)
+        print(json.dumps(result))
         return 0
+    print(f"simulated market, {args.years} years to {AS_OF}; one process per size")
     print(
-        f"{'symbols':>8} {'rows':>10} {'refresh s':>10} {'gate s':>8} {'features s':>11} {'total s':>8} {'us/row':>7} {'peak RSS':>10}"
+        f"{'symbols':>8} {'bars':>11} {'refresh s':>10} {'gate s':>7} {'valid. s':>9} "
+        f"{'features s':>11} {'run s':>7} {'us/bar':>7} {'peak RSS':>10} {'db MiB':>7}"
     )
+    results = []
     for size in args.sizes:
-        out = subprocess.run(
-            [sys.executable, __file__, "--one", str(size)],
+        cycles = args.cycles if size == max(args.sizes) else 0
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                str(size),
+                "--years",
+                str(args.years),
+                "--one-cycles",
+                str(cycles),
+                "--batch-size",
+                str(args.batch_size),
+                "--max-epochs",
+                str(args.max_epochs),
+            ],
             capture_output=True,
             text=True,
-            check=True,
         )
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        total = sum(r["seconds"].values())
+        if proc.returncode != 0:
+            print(proc.stdout[-3000:], proc.stderr[-3000:])
+            return proc.returncode
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        results.append(r)
+        s = r["spine"]
         print(
-            f"{r['symbols']:>8} {r['rows']:>10} {r['seconds']['refresh']:>10.1f} {r['seconds']['gate']:>8.1f} "
-            f"{r['seconds']['features']:>11.1f} {total:>8.1f} {1e6 * total / r['rows']:>7.1f} {r['peak_rss_mib']:>7.0f} MiB",
+            f"{r['symbols']:>8} {r['bars']:>11,} {s.get('refresh', 0):>10.1f} {s.get('gate', 0):>7.1f} "
+            f"{s.get('validated', 0):>9.1f} {s.get('features', 0):>11.1f} {s['total']:>7.1f} "
+            f"{1e6 * s['total'] / r['bars']:>7.1f} {r['spine_peak_rss_mib']:>6,} MiB {r['database_mib']:>7,}",
             flush=True,
         )
+    for r in results:
+        if not r["cycles"]:
+            continue
+        print(
+            f"\nweekly cycles at {r['symbols']} symbols (batch {args.batch_size}, up to "
+            f"{args.max_epochs} epochs), seconds per part:"
+        )
+        parts = [
+            "set-up",
+            "refresh",
+            "gate",
+            "validated",
+            "features",
+            "predictions",
+            "monitoring",
+            "training",
+            "comparison",
+            "pointer",
+            "total",
+        ]
+        print(
+            f"{'as of':<11} "
+            + " ".join(f"{p:>11}" for p in parts)
+            + f" {'peak RSS':>10} {'pred rows':>10} {'train rows':>10}"
+        )
+        for c in r["cycles"]:
+            print(
+                f"{c['as_of']:<11} "
+                + " ".join(f"{c.get(p, 0.0):>11.1f}" for p in parts)
+                + f" {c['peak_rss_mib']:>6,} MiB {c['prediction_rows']:>10,} {c['train_rows']:>10,}"
+            )
     return 0
 
 
