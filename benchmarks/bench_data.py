@@ -59,7 +59,7 @@ def gate(warehouse: Warehouse, run_id: str) -> dict:
         report, pending = evaluate_quality(conn, run_id, QualityRules())
         written = apply_passing(conn, report, run_id)
     return {
-        "judged": len(pending),
+        "judged": pending,
         "validated": int(written["bars"].sum()),
         "quarantined": report.failed,
     }

@@ -54,29 +54,64 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _parts(run_id: str, seconds: float) -> dict[str, float]:
-    from stage2_assets.replay.runner import step_seconds
+def _part(step: str) -> str:
+    part = STEPS.get(step, "monitoring" if step.endswith("not_degraded") else step)
+    return "gate" if step.endswith("quality_gate") else part
 
+
+def _parts(run_id: str, seconds: float, samples: list[tuple[float, float]]) -> dict:
+    """Seconds per part, and the highest resident memory sampled during each part's steps."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        stats = [
+            s
+            for s in instance.get_run_step_stats(run_id)
+            if s.start_time is not None and s.end_time is not None
+        ]
     parts: dict[str, float] = {}
-    steps = step_seconds(run_id)
-    for step, took in steps.items():
-        part = STEPS.get(step, "monitoring" if step.endswith("not_degraded") else step)
-        part = "gate" if step.endswith("quality_gate") else part
-        parts[part] = parts.get(part, 0.0) + took
-    parts["set-up"] = max(seconds - sum(steps.values()), 0.0)
+    peaks: dict[str, float] = {}
+    for s in stats:
+        part = _part(s.step_key)
+        parts[part] = parts.get(part, 0.0) + s.end_time - s.start_time
+        during = [rss for at, rss in samples if s.start_time <= at <= s.end_time]
+        peaks[part] = max([peaks.get(part, 0.0), *during])
+    parts["set-up"] = max(seconds - sum(s.end_time - s.start_time for s in stats), 0.0)
     parts["total"] = seconds
-    return {k: round(v, 2) for k, v in parts.items()}
+    out = {k: round(v, 2) for k, v in parts.items()}
+    out["rss_mib"] = {k: round(v) for k, v in peaks.items()}
+    return out
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _run(settings, job: str, as_of: dt.date) -> dict:
+    import threading
+
     from stage2_assets.launch import run_failures, run_job
 
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.25):
+            samples.append((time.time(), _rss_mib()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     started = time.perf_counter()
-    result = run_job(settings, job, as_of, log_level="ERROR")
+    try:
+        result = run_job(settings, job, as_of, log_level="ERROR")
+    finally:
+        done.set()
+        sampler.join()
     seconds = time.perf_counter() - started
     if not result.success:
         raise SystemExit(f"{job} as of {as_of} failed: {'; '.join(run_failures(result))}")
-    return {"as_of": as_of.isoformat(), **_parts(result.run_id, seconds)}
+    return {"as_of": as_of.isoformat(), **_parts(result.run_id, seconds, samples)}
 
 
 def one(symbols: int, years: int, cycles: int, batch_size: int, max_epochs: int) -> dict:
@@ -181,6 +216,11 @@ def main() -> int:
             f"{r['symbols']:>8} {r['bars']:>11,} {s.get('refresh', 0):>10.1f} {s.get('gate', 0):>7.1f} "
             f"{s.get('validated', 0):>9.1f} {s.get('features', 0):>11.1f} {s['total']:>7.1f} "
             f"{1e6 * s['total'] / r['bars']:>7.1f} {r['spine_peak_rss_mib']:>6,} MiB {r['database_mib']:>7,}",
+            flush=True,
+        )
+        print(
+            f"{'':>8} resident memory sampled per step (MiB): "
+            + ", ".join(f"{k} {v:,}" for k, v in s["rss_mib"].items()),
             flush=True,
         )
     for r in results:

@@ -574,11 +574,12 @@ def cmd_universe(args, settings) -> int:
 
 
 def cmd_comparisons(args, settings) -> int:
-    from stage2_assets.promotion.shadow import recompute_comparison
+    from stage2_assets.promotion.shadow import archive_folder, recompute_comparison, with_archive
     from stage2_assets.resources.warehouse import Warehouse
     from stage2_assets.status import gate_figures
 
     with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
+        logged = with_archive(conn, archive_folder(settings)) if args.recompute else "predictions"
         stored = conn.execute("SELECT * FROM shadow_comparisons ORDER BY as_of, candidate").df()
         listing = []
         for row in stored.itertuples():
@@ -595,7 +596,9 @@ def cmd_comparisons(args, settings) -> int:
                 **gate_figures(row._asdict()),
             }
             if args.recompute:
-                again = recompute_comparison(conn, row.candidate, row.as_of, settings.ab_testing)
+                again = recompute_comparison(
+                    conn, row.candidate, row.as_of, settings.ab_testing, table=logged
+                )
                 same = (again.rows, again.decision, round(again.p_mcnemar, 12)) == (
                     int(row.rows),
                     row.decision,

@@ -288,6 +288,12 @@ class Retraining(_Section):
         le=20,
         description="Label horizon h in sessions (its start and kind: the label section).",
     )
+    recency_half_life: DurationDays | None = Field(
+        None,
+        description="Half-life of a training row's weight by its age before the cut-off (a row "
+        "this much older counts half as much in the loss); null weighs every row alike. A short "
+        "half-life fits a new regime sooner at the price of noisier weights.",
+    )
     num_models: int = Field(5, ge=1, le=50, description="Ensemble members, each with its own seed.")
     max_epochs: int = Field(20, ge=1, description="Epoch limit per training.")
     batch_size: int = Field(128, ge=8, description="Rows per optimisation step.")
@@ -403,6 +409,12 @@ class Monitoring(_Section):
         "30 17 * * 1-5", description="Cron of daily predictions and outcomes, after the close."
     )
     performance_window: DurationDays = Field(30, description="Rolling window of model_performance.")
+    predictions_retention: DurationDays | None = Field(
+        730,
+        description="Age after which logged predictions of models in any role but production "
+        "leave the warehouse for a Parquet archive beside it (what production served stays); "
+        "null keeps every row. Replays keep every row.",
+    )
     degradation_threshold: float = Field(
         0.05,
         gt=0,
@@ -427,6 +439,16 @@ class Monitoring(_Section):
         description="The replay's dollar-neutral book: long the top and short the bottom fraction of symbols by P(up).",
     )
     sensors_enabled: bool = Field(True, description="Start every sensor switched on.")
+
+    @field_validator("predictions_retention")
+    @classmethod
+    def _retention_covers_the_comparisons(cls, value: int | None) -> int | None:
+        if value is not None and value < 91:
+            raise ValueError(
+                f"{value} days would archive rows a shadow comparison or the performance window "
+                "may still read: at least 13w (91 days), or null to keep every row"
+            )
+        return value
 
 
 class Alerts(_Section):

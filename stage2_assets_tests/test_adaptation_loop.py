@@ -450,3 +450,70 @@ def test_manual_approval_holds_a_passing_candidate_until_a_person_decides(loop, 
     assert moved["event"] == "promoted" and moved["approved"] is True
     assert moved["reason"].startswith("approved: looked at it (comparison: ")
     assert moved["effect"] == pending["effect"] and moved["previous"] == bootstrap
+
+
+def test_predictions_past_the_retention_move_to_parquet_and_decisions_still_recompute(
+    loop, tmp_path, capsys
+):
+    """Shadow and logged rows before a date leave the table for a Parquet file; what production
+    served stays; every stored decision still recomputes, now partly from the archive."""
+    import datetime as dt
+
+    import duckdb
+    import pandas as pd
+    import yaml
+
+    from stage2_assets.config import load_settings
+    from stage2_assets.promotion.shadow import archive_folder, archive_predictions
+
+    settings, _ = loop
+    raw = _copy_of_the_loop(settings, tmp_path)
+    config = tmp_path / "copy.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["--config", str(config), "restore", str(tmp_path / "bk")]) == 0
+    copy = load_settings(config)
+    warehouse = Warehouse(database=str(copy.warehouse_path))
+    before = dt.date(2025, 7, 1)  # inside the promoted candidate's shadow period
+    with warehouse.connect() as conn:
+        table = conn.execute("SELECT * FROM predictions ORDER BY model_version, symbol, date").df()
+        moved, path = archive_predictions(conn, before, archive_folder(copy), "run-one")
+        again, none = archive_predictions(conn, before, archive_folder(copy), "run-two")
+        left = conn.execute("SELECT * FROM predictions ORDER BY model_version, symbol, date").df()
+    expected = table[(table["date"] < pd.Timestamp(before)) & (table["role"] != "production")]
+    assert moved == len(expected) > 0 and (again, none) == (0, None)
+    assert path.parent == tmp_path / "copy" / "archive" / "predictions"
+    archived = duckdb.sql(
+        f"SELECT * FROM read_parquet('{path}') ORDER BY model_version, symbol, date"
+    ).df()
+    assert len(archived) == moved and set(archived["role"]) <= {"shadow", "logged"}
+    assert (archived["prob_up"].to_numpy() == expected["prob_up"].to_numpy()).all()
+    assert len(left) == len(table) - moved
+    kept = left[left["role"] == "production"]
+    assert len(kept) == (table["role"] == "production").sum()  # what production served stays
+    capsys.readouterr()
+    assert main(["--config", str(config), "comparisons", "--recompute", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing and all(item["recomputed"]["matches"] for item in listing)
+    assert (
+        listing[0]["decision"] == "promote"
+        and listing[0]["recomputed"]["rows"] == listing[0]["rows"]
+    )
+
+
+def test_a_retention_shorter_than_a_quarter_is_refused(write_settings):
+    from stage2_assets.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="predictions_retention.*at least 13w"):
+        write_settings({"monitoring": {"predictions_retention": "30d"}})
+    assert (
+        write_settings(
+            {"monitoring": {"predictions_retention": None}}
+        ).monitoring.predictions_retention
+        is None
+    )
+    assert (
+        write_settings(
+            {"monitoring": {"predictions_retention": "2y"}}
+        ).monitoring.predictions_retention
+        == 730
+    )

@@ -258,3 +258,46 @@ def test_features_computed_in_symbol_ranges_equal_the_whole_table(
     )
     assert (ranged["label"] == whole["label"]).fillna(True).all()
     assert ranged["label"].notna().sum() == whole["label"].notna().sum()
+
+
+def test_a_large_load_read_and_judged_in_ranges_of_symbols_gets_the_same_verdicts(
+    write_settings, instance, monkeypatch, tmp_path
+):
+    """The gate reads a first load of many symbols a range at a time: the same quarantine, the
+    same verdicts and the same validated bars as in one piece."""
+    from stage2_assets.market import validation
+
+    warts = {"warts": ["duplicate_day", "split", "bad_high", "gap"], "num_symbols": 12}
+    whole = write_settings({"data_source": {"simulated": warts}})
+    ranged = write_settings(
+        {
+            "data_source": {"simulated": warts},
+            "storage": {
+                "warehouse": str(tmp_path / "r" / "wh.duckdb"),
+                "models": str(tmp_path / "r" / "m"),
+            },
+        },
+        name="ranged.yaml",
+    )
+    as_of = dt.date(2024, 12, 13)
+    assert run_refresh(whole, instance, as_of).success
+    ranges = []
+    original = validation.pending_bars
+    monkeypatch.setattr(validation, "PENDING_CHUNK_ROWS", 800)
+    monkeypatch.setattr(
+        validation,
+        "pending_bars",
+        lambda conn, skip=None, symbols=None: (
+            ranges.append(symbols) or original(conn, skip, symbols)
+        ),
+    )
+    assert run_refresh(ranged, instance, as_of).success
+    assert len(ranges) >= 4 and None not in ranges  # read in ranges, never whole
+    verdicts = "SELECT symbol, passed, errors, warnings, rows_checked, first_date, last_date FROM quality_log ORDER BY symbol"
+    for sql in (
+        verdicts,
+        "SELECT symbol, reasons FROM quarantine ORDER BY symbol",
+        "SELECT symbol, date, open, high, low, close, volume FROM validated_bars ORDER BY symbol, date",
+    ):
+        assert query(ranged, sql) == query(whole, sql)
+    assert any(not passed for _, passed, *_ in query(whole, verdicts))  # a wart was quarantined

@@ -157,3 +157,43 @@ def test_train_job_writes_a_complete_version_and_retrains_identically(write_sett
     assert m1["metrics"] == m2["metrics"]  # same cut-off, same data, same seed: same model on CPU
     assert m1["data_fingerprint"] == m2["data_fingerprint"]
     assert store.production() is None  # training alone never moves the pointer
+
+
+def test_recency_weights_halve_at_the_half_life_and_change_the_fit(feats):
+    from stage2_assets.ml.candidate import recency_weights
+    from stage2_assets.ml.training import train_ensemble
+
+    cutoff = dt.date(2023, 12, 29)
+    dates = pd.Series(pd.to_datetime(["2023-12-29", "2023-12-19", "2023-12-09", "2023-11-29"]))
+    weights = recency_weights(dates, cutoff, 10)
+    assert weights.mean() == pytest.approx(1.0)
+    assert weights[1] / weights[0] == pytest.approx(0.5) and weights[3] / weights[
+        0
+    ] == pytest.approx(0.125)
+    assert recency_weights(dates, cutoff, None) is None
+    split = time_split(feats, cutoff, 120, 0.2, 2, 100)
+    y, yv = (s["label"].to_numpy(dtype=np.float32) for s in (split.train, split.val))
+    args = dict(
+        num_members=2, hidden=8, learning_rate=1e-2, batch_size=64, max_epochs=2, patience=1, seed=0
+    )
+    plain = train_ensemble(split.scaled(split.train), y, split.scaled(split.val), yv, **args)
+    ones = train_ensemble(
+        split.scaled(split.train),
+        y,
+        split.scaled(split.val),
+        yv,
+        **args,
+        weights=np.ones(len(y), dtype=np.float32),
+    )
+    recent = train_ensemble(
+        split.scaled(split.train),
+        y,
+        split.scaled(split.val),
+        yv,
+        **args,
+        weights=recency_weights(split.train["date"], cutoff, 5),
+    )
+    # weights of one are the plain loss; a 5-day half-life fits another model
+    torch = pytest.importorskip("torch")
+    assert torch.allclose(plain.model.w1, ones.model.w1, atol=1e-6)
+    assert not torch.allclose(plain.model.w1, recent.model.w1, atol=1e-3)

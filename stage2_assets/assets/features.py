@@ -19,7 +19,7 @@ from stage2_assets.ml.features import (
 )
 from stage2_assets.partitions import as_of_date, weekly_partitions
 from stage2_assets.resources.settings import Stage2Settings
-from stage2_assets.resources.warehouse import Warehouse, one
+from stage2_assets.resources.warehouse import Warehouse, one, symbol_ranges
 
 _COLUMNS = ["symbol", "date", *FEATURE_COLUMNS, *LABEL_COLUMNS]
 _RULE_KEY = "features_label_rule"
@@ -80,22 +80,6 @@ def write_changed_rows(conn, table: pd.DataFrame, symbols: tuple[str, str] | Non
 
 
 FEATURE_CHUNK_BARS = 1_500_000  # bars computed at once (about 1.5 GiB at the peak)
-
-
-def symbol_ranges(counts: list[tuple[str, int]], limit: int) -> list[tuple[str, str]]:
-    """Consecutive (first, last) symbol ranges of about ``limit`` bars each, from (symbol, bars)
-    sorted by symbol; one range for a universe within the limit."""
-    ranges, first, previous, total = [], None, None, 0
-    for symbol, bars in counts:
-        if first is not None and total + bars > limit:
-            ranges.append((first, previous))
-            first, total = None, 0
-        first = symbol if first is None else first
-        total += bars
-        previous = symbol
-    if first is not None:
-        ranges.append((first, previous))
-    return ranges
 
 
 def _bars(source, computed: dt.date, symbols: tuple[str, str] | None) -> pd.DataFrame:

@@ -1,5 +1,7 @@
 """predictions and shadow_comparison: models predicting side by side, and the paired verdicts."""
 
+import datetime as dt
+
 import dagster as dg
 import pandas as pd
 
@@ -8,6 +10,8 @@ from stage2_assets.assets.market_data import md_table
 from stage2_assets.assets.training import REPLAY_TAG, ensemble_vN
 from stage2_assets.partitions import as_of_date, weekly_partitions
 from stage2_assets.promotion.shadow import (
+    archive_folder,
+    archive_predictions,
     fill_outcomes,
     log_predictions,
     run_comparisons,
@@ -37,16 +41,23 @@ def predictions(
     run's date.
     """
     as_of = as_of_date(context)
+    settings = stage2_settings.get()
+    replay = context.run.tags.get(REPLAY_TAG) == "true"
+    retention = settings.monitoring.predictions_retention
     with warehouse.connect() as conn:
         roles = tracked_models(
-            conn,
-            model_store,
-            as_of,
-            replay=context.run.tags.get(REPLAY_TAG) == "true",
-            log_weeks=stage2_settings.get().replay.log_weeks,
+            conn, model_store, as_of, replay=replay, log_weeks=settings.replay.log_weeks
         )
         added = log_predictions(conn, model_store, roles, as_of, context.run.run_id)
         filled = fill_outcomes(conn, as_of)
+        archived, archive = 0, None
+        if retention is not None and not replay:  # a replay's report reads every logged row
+            archived, archive = archive_predictions(
+                conn,
+                as_of - dt.timedelta(days=retention),
+                archive_folder(settings),
+                context.run.run_id,
+            )
         (total, unresolved) = one(conn, "SELECT count(*), count(*) - count(label) FROM predictions")
     # one read of the event log: versions that served (a demoted production is no candidate) or
     # were already announced
@@ -72,6 +83,8 @@ def predictions(
             "outcomes_filled": dg.MetadataValue.int(filled),
             "rows_total": dg.MetadataValue.int(total),
             "rows_awaiting_outcome": dg.MetadataValue.int(unresolved),
+            "rows_archived": dg.MetadataValue.int(archived),
+            **({"archive": dg.MetadataValue.path(str(archive))} if archive else {}),
         }
     )
 

@@ -49,6 +49,18 @@ class QualityReport:
     # quarantined symbols whose raw bars did not change since their verdict: not judged again
     held: dict[str, list[str]] = field(default_factory=dict)
 
+    @classmethod
+    def merged(cls, parts: list[QualityReport]) -> QualityReport:
+        """One report of the verdicts of disjoint groups of symbols."""
+        report = cls()
+        for part in parts:
+            report.errors.update(part.errors)
+            report.warnings.update(part.warnings)
+            report.rows.update(part.rows)
+            report.date_range.update(part.date_range)
+            report.expectations = max(report.expectations, part.expectations)
+        return report
+
     @property
     def symbols(self) -> list[str]:
         return sorted(self.rows)

@@ -18,6 +18,7 @@ import duckdb
 import pandas as pd
 
 from stage2_assets.checks.quality_suite import QualityReport, validate_bars
+from stage2_assets.resources.warehouse import symbol_ranges
 
 _VALUES = ["open", "high", "low", "close", "volume"]
 _SAME = " AND ".join(f"r.{c} IS NOT DISTINCT FROM v.{c}" for c in _VALUES)
@@ -64,11 +65,25 @@ def _with_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def pending_bars(
+def pending_counts(
     conn: duckdb.DuckDBPyConnection, skip: list[str] | None = None
+) -> list[tuple[str, int]]:
+    """(symbol, pending rows) in symbol order, leaving out the symbols of ``skip``."""
+    return conn.execute(
+        f"{_pending_sql(skip=bool(skip))} SELECT symbol, count(*) FROM pending "
+        "GROUP BY symbol ORDER BY symbol",
+        [list(skip)] if skip else [],
+    ).fetchall()
+
+
+def pending_bars(
+    conn: duckdb.DuckDBPyConnection,
+    skip: list[str] | None = None,
+    symbols: tuple[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(pending raw bars, the last validated bar of each pending symbol before its first pending
-    date), leaving out the symbols of ``skip``."""
+    date), leaving out the symbols of ``skip``; with ``symbols`` (first, last), of that range only."""
+    within = "WHERE symbol BETWEEN ? AND ?" if symbols else ""
     both = conn.execute(
         f"""
         {_pending_sql(skip=bool(skip))}, context AS (
@@ -77,11 +92,11 @@ def pending_bars(
               ON p.symbol = v.symbol AND v.date < p.first
             QUALIFY row_number() OVER (PARTITION BY v.symbol ORDER BY v.date DESC) = 1
         )
-        SELECT *, false AS is_context FROM pending
-        UNION ALL SELECT *, true FROM context
+        SELECT *, false AS is_context FROM pending {within}
+        UNION ALL SELECT *, true FROM context {within}
         ORDER BY is_context, symbol, date
         """,
-        [list(skip)] if skip else [],
+        [*([list(skip)] if skip else []), *(list(symbols) * 2 if symbols else [])],
     ).df()
     is_context = both.pop("is_context").to_numpy(dtype=bool)
     both = _with_timestamps(both)
@@ -119,7 +134,7 @@ def evaluate_quality(
     conn: duckdb.DuckDBPyConnection, run_id: str, rules
 ) -> tuple[QualityReport, pd.DataFrame]:
     """Judge the pending bars by ``rules`` (data_refresh.quality), record verdicts and quarantine in one
-    transaction, and return both."""
+    transaction; return the report and the number of bars judged."""
     quarantined = conn.execute("SELECT symbol, reasons, raw_fingerprint FROM quarantine").fetchall()
     fingerprints = raw_fingerprints(conn, [symbol for symbol, _, _ in quarantined])
     held = {
@@ -131,8 +146,9 @@ def evaluate_quality(
     # whose raw bars changed (a correction) is judged again on its whole raw history, even where
     # the corrected rows equal validated ones, so a correction can release it. Either way its
     # pending bars are not what is judged.
-    pending, context = pending_bars(conn, skip=[symbol for symbol, _, _ in quarantined])
+    skip = [symbol for symbol, _, _ in quarantined]
     rejudge = [symbol for symbol, _, _ in quarantined if symbol not in held]
+    whole = None
     if rejudge:
         whole = conn.execute(
             "SELECT symbol, date, open, high, low, close, volume, source FROM raw_bars "
@@ -140,17 +156,35 @@ def evaluate_quality(
             [rejudge],
         ).df()
         whole["date"] = pd.to_datetime(whole["date"]).astype("datetime64[ns]")
-        pending = pd.concat([pending, whole], ignore_index=True).sort_values(
-            ["symbol", "date"], kind="stable", ignore_index=True
+
+    def judge(pending: pd.DataFrame, context: pd.DataFrame) -> QualityReport:
+        return validate_bars(
+            pending,
+            context,
+            dt.date.today(),
+            rules.max_abs_daily_move,
+            rules.max_missing_sessions,
+            rules.max_price_ratio,
         )
-    report = validate_bars(
-        pending,
-        context,
-        dt.date.today(),
-        rules.max_abs_daily_move,
-        rules.max_missing_sessions,
-        rules.max_price_ratio,
-    )
+
+    counts = pending_counts(conn, skip)
+    if sum(rows for _, rows in counts) <= PENDING_CHUNK_ROWS:
+        pending, context = pending_bars(conn, skip=skip)
+        if whole is not None:
+            pending = pd.concat([pending, whole], ignore_index=True).sort_values(
+                ["symbol", "date"], kind="stable", ignore_index=True
+            )
+        report, judged = judge(pending, context), len(pending)
+    else:
+        # a first load of thousands of symbols: read and judged a range of symbols at a time
+        # (every rule judges a symbol by its own rows), so memory stays bounded
+        parts = [
+            judge(*pending_bars(conn, skip, r)) for r in symbol_ranges(counts, PENDING_CHUNK_ROWS)
+        ]
+        if whole is not None:
+            parts.append(judge(whole, whole.iloc[0:0]))
+        report = QualityReport.merged(parts)
+        judged = sum(rows for _, rows in counts) + (len(whole) if whole is not None else 0)
     report.held = held
     report.universe = raw_universe(conn)
     # what a failing symbol's quarantine records: the raw bars it was judged on
@@ -205,7 +239,10 @@ def evaluate_quality(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return report, pending
+    return report, judged
+
+
+PENDING_CHUNK_ROWS = 2_000_000  # pending bars read into memory at once
 
 
 def load_report(conn: duckdb.DuckDBPyConnection, run_id: str) -> QualityReport | None:

@@ -84,7 +84,23 @@ def hyperparameters(retraining, rule: LabelRule | None = None) -> dict:
         "data_window_days": retraining.data_window,
         "validation_split": retraining.validation_split,
         "label_horizon_days": retraining.label_horizon_days,
+        # only when set: versions trained before the lever existed keep their hyperparameters
+        **(
+            {"recency_half_life_days": retraining.recency_half_life}
+            if retraining.recency_half_life
+            else {}
+        ),
     }
+
+
+def recency_weights(dates: pd.Series, cutoff: dt.date, half_life_days: int | None):
+    """Each training row's weight 0.5 ** (age / half-life), age in days before the cut-off,
+    scaled to a mean of 1; None without a half-life (every row alike)."""
+    if not half_life_days:
+        return None
+    age = (pd.Timestamp(cutoff) - pd.to_datetime(dates)).dt.days.to_numpy(dtype=np.float64)
+    weights = 0.5 ** (age / half_life_days)
+    return (weights / weights.mean()).astype(np.float32)
 
 
 def split_fingerprint(split: Split) -> str:
@@ -115,6 +131,7 @@ def build_candidate(
         patience=retraining.early_stopping_patience,
         seed=retraining.seed,
         trainer_overrides=trainer_overrides,
+        weights=recency_weights(split.train["date"], cutoff, retraining.recency_half_life),
     )
     members = member_probabilities(result.model, split.scaled(split.val))
     ensemble = members.mean(axis=0)

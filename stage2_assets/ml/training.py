@@ -49,10 +49,17 @@ class EnsembleModule(L.LightningModule):
         return self.model(x)
 
     def _loss(self, batch) -> torch.Tensor:
-        x, y = batch
+        x, y = batch[0], batch[1]
         logits = self.model(x)
+        target = y.unsqueeze(0).expand_as(logits)
+        if len(batch) == 3:  # recency weights: the weighted mean of the rows' losses
+            weights = batch[2].unsqueeze(0).expand_as(logits)
+            losses = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, target, reduction="none"
+            )
+            return (losses * weights).sum() / weights.sum()
         # Every member sees the same batch; the mean of their losses trains each one on its own.
-        return self.loss(logits, y.unsqueeze(0).expand_as(logits))
+        return self.loss(logits, target)
 
     def training_step(self, batch, batch_idx):
         optimizer = self.optimizers()
@@ -82,11 +89,14 @@ class EnsembleModule(L.LightningModule):
 class ArrayDataModule(L.LightningDataModule):
     """Scaled arrays in memory. Batches are fetched whole (a BatchSampler as sampler), not row by row."""
 
-    def __init__(self, x_train, y_train, x_val, y_val, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, x_train, y_train, x_val, y_val, batch_size: int, seed: int, weights=None
+    ) -> None:
         super().__init__()
-        self.train_set = TensorDataset(
-            torch.as_tensor(x_train), torch.as_tensor(y_train, dtype=torch.float32)
-        )
+        train = [torch.as_tensor(x_train), torch.as_tensor(y_train, dtype=torch.float32)]
+        if weights is not None:
+            train.append(torch.as_tensor(weights, dtype=torch.float32))
+        self.train_set = TensorDataset(*train)
         self.val_set = TensorDataset(
             torch.as_tensor(x_val), torch.as_tensor(y_val, dtype=torch.float32)
         )
@@ -146,15 +156,17 @@ def train_ensemble(
     patience: int,
     seed: int,
     trainer_overrides: dict | None = None,
+    weights: np.ndarray | None = None,
 ) -> TrainingResult:
     """Train the batched ensemble with early stopping on val/loss; return the best epoch's weights.
 
     Deterministic on CPU for a given seed. ``trainer_overrides`` reach the Trainer (a test passes
-    ``{"fast_dev_run": True}``; a GPU box may pass ``{"precision": "16-mixed"}``).
+    ``{"fast_dev_run": True}``; a GPU box may pass ``{"precision": "16-mixed"}``). ``weights``: one
+    per training row (recency), the validation loss stays unweighted.
     """
     L.seed_everything(seed, workers=True, verbose=False)
     module = EnsembleModule(num_members, x_train.shape[1], hidden, learning_rate, seed)
-    data = ArrayDataModule(x_train, y_train, x_val, y_val, batch_size, seed)
+    data = ArrayDataModule(x_train, y_train, x_val, y_val, batch_size, seed, weights)
     keep = KeepBest()
     settings = dict(
         accelerator="auto",

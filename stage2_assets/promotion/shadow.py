@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -208,6 +209,58 @@ def log_predictions(
     return {v: after.get(v, 0) - before.get(v, 0) for v in roles}
 
 
+def archive_folder(settings) -> Path:
+    """Where predictions past ``monitoring.predictions_retention`` go: beside the warehouse."""
+    return Path(settings.warehouse_path).parent / "archive" / "predictions"
+
+
+def with_archive(conn: duckdb.DuckDBPyConnection, folder: Path) -> str:
+    """The relation of every logged prediction, the table's and the archive's: ``predictions``
+    itself while nothing was archived, else a temporary view over both (a key in both, after a
+    crash between writing the archive and deleting its rows, read once, from the table)."""
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return "predictions"
+    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP VIEW all_predictions AS
+        SELECT * EXCLUDE (archived) FROM (
+            SELECT *, false AS archived FROM predictions
+            UNION ALL BY NAME SELECT *, true AS archived FROM read_parquet([{listed}])
+        )
+        QUALIFY row_number() OVER (PARTITION BY model_version, symbol, date ORDER BY archived) = 1
+        """
+    )
+    return "all_predictions"
+
+
+def archive_predictions(
+    conn: duckdb.DuckDBPyConnection, before: dt.date, folder: Path, run_id: str
+) -> tuple[int, Path | None]:
+    """Move the logged predictions dated before ``before`` of every role but production into a
+    Parquet file in ``folder``; return (rows, file). What production served stays in the table
+    (the audit of what was served); the rows moved are those of shadow and logged models, which a
+    comparison reads only within its shadow period. The file is written whole before the rows are
+    deleted, so a crash between the two leaves the rows in both places, never in neither: the
+    archive's key is (model_version, symbol, date), the first copy of a key is the one to read."""
+    where = "date < ? AND role <> ?"
+    (rows,) = one(conn, f"SELECT count(*) FROM predictions WHERE {where}", [before, PRODUCTION])
+    if not rows:
+        return 0, None
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"predictions_before_{before.isoformat()}_{run_id[:8]}.parquet"
+    partial = target.with_suffix(".parquet.partial")
+    conn.execute(
+        f"COPY (SELECT * FROM predictions WHERE {where} ORDER BY date, model_version, symbol) "
+        f"TO '{str(partial).replace(chr(39), chr(39) * 2)}' (FORMAT parquet)",
+        [before, PRODUCTION],
+    )
+    partial.replace(target)
+    conn.execute(f"DELETE FROM predictions WHERE {where}", [before, PRODUCTION])
+    return int(rows), target
+
+
 def fill_outcomes(conn: duckdb.DuckDBPyConnection, as_of: dt.date) -> int:
     """Fill the outcome of every logged prediction whose label is known as of ``as_of``."""
     (pending,) = one(conn, "SELECT count(*) FROM predictions WHERE label IS NULL")
@@ -403,19 +456,23 @@ def paired_rows(
     start: dt.date,
     end: dt.date,
     against: str | None = None,
+    table: str = "predictions",
 ) -> pd.DataFrame:
     """The candidate's rows in (start, end] whose outcome was known by ``end``, beside production's
     on the same (symbol, date): what a decision taken on ``end`` could see, and no more.
 
     ``against`` names one version; by default the rows are whatever production served that day.
+    ``table``: the relation to read (``with_archive``'s, for decisions older than the retention).
     """
+    if table not in ("predictions", "all_predictions"):
+        raise ValueError(f"unknown predictions relation {table!r}")
     other = "p.model_version = ?" if against else "p.role = 'production' AND p.model_version <> ?"
     rows = conn.execute(
         f"""
         SELECT c.symbol, c.date, c.label, c.fwd_return, c.prob_up AS prob_candidate,
                p.prob_up AS prob_production, p.model_version AS production_version
-        FROM predictions c
-        JOIN predictions p ON p.symbol = c.symbol AND p.date = c.date AND {other}
+        FROM {table} c
+        JOIN {table} p ON p.symbol = c.symbol AND p.date = c.date AND {other}
         WHERE c.model_version = ? AND c.date > ? AND c.date <= ? AND c.label IS NOT NULL
           AND c.label_date <= ?
         QUALIFY row_number() OVER (PARTITION BY c.symbol, c.date ORDER BY p.logged_at DESC) = 1
@@ -508,15 +565,20 @@ def _comparison_record(
 
 
 def recompute_comparison(
-    conn: duckdb.DuckDBPyConnection, candidate: str, as_of: dt.date, ab
+    conn: duckdb.DuckDBPyConnection,
+    candidate: str,
+    as_of: dt.date,
+    ab,
+    table: str = "predictions",
 ) -> Comparison:
-    """Recompute a stored decision from the stored predictions alone."""
+    """Recompute a stored decision from the stored predictions alone (``table``: see
+    ``paired_rows``)."""
     (start, end, served) = one(
         conn,
         "SELECT period_start, period_end, production FROM shadow_comparisons WHERE candidate = ? AND as_of = ?",
         [candidate, as_of],
     )
-    paired = paired_rows(conn, candidate, start, end)
+    paired = paired_rows(conn, candidate, start, end, table=table)
     result = compare_under(paired, ab, seed=int(start.strftime("%Y%m%d")))
     assert served is None or set(served.split(",")) == set(paired["production_version"]), (
         "served versions changed"

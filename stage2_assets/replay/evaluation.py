@@ -213,14 +213,22 @@ def _regime_change(
     served: list[tuple[dt.date, str]],
     cutoffs: dict[str, str],
     data_window_days: int | None,
+    half_life_days: int | None = None,
 ) -> dict:
     """How long the adaptive arm took to serve a model of the regime that began on ``start``."""
 
     def new_share(version: str) -> float:
+        """The share of the model's training weight on days after the change: of its window's
+        days, or with recency weights 0.5 ** (age / half-life), of their weight."""
         cutoff = dt.date.fromisoformat(cutoffs[version])
         if not data_window_days:
             return 1.0 if cutoff >= start else 0.0
-        return min(max((cutoff - start).days / data_window_days, 0.0), 1.0)
+        after = min(max((cutoff - start).days, 0), data_window_days)
+        if not half_life_days:
+            return after / data_window_days
+        return (1 - 0.5 ** (after / half_life_days)) / (
+            1 - 0.5 ** (data_window_days / half_life_days)
+        )
 
     def weeks(day: dt.date) -> int:
         return int(np.ceil((day - start).days / 7))
@@ -274,6 +282,7 @@ def evaluate(
     seed: int = 0,
     regime_starts: list[dt.date] | None = None,
     data_window_days: int | None = None,
+    half_life_days: int | None = None,
     horizon: int = 1,
     book_fraction: float = 0.2,
     *,
@@ -290,7 +299,8 @@ def evaluate(
 
     For each regime change inside the replay, ``weeks_to_promotion`` counts the weeks to the first
     promotion of a model fitted to the new regime: at least half of its training window (the
-    ``data_window_days`` before its cut-off) lies after the change. A model whose cut-off merely
+    ``data_window_days`` before its cut-off; with recency weights of half-life
+    ``half_life_days``, at least half of its training weight) lies after the change. A model whose cut-off merely
     follows the change, trained mostly on the old regime, does not count; the first promotion of
     such a model is reported beside it (``first_promotion_trained_after``).
     """
@@ -428,7 +438,9 @@ def evaluate(
         for start, end in zip(regime_starts, ends, strict=True):
             if not first_day.date() < start <= last_as_of.date():
                 continue
-            change = _regime_change(start, rules["adaptive"], cutoffs, data_window_days)
+            change = _regime_change(
+                start, rules["adaptive"], cutoffs, data_window_days, half_life_days
+            )
             # Each arm's accuracy over the regime, and from the adaptive arm's first fitted model on.
             change["accuracy_in_regime"] = _accuracy_between(scored, start, end)
             promoted = change["first_promotion_after"]

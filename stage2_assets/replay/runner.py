@@ -205,6 +205,7 @@ def replay_report(settings, log: pd.DataFrame, start: dt.date, end: dt.date, **d
         seed=0,
         regime_starts=regime_starts(settings),
         data_window_days=settings.retraining.data_window,
+        half_life_days=settings.retraining.recency_half_life,
         horizon=settings.label_rule.horizon_days,
         book_fraction=settings.monitoring.book_fraction,
         **decided,

@@ -295,3 +295,19 @@ class Warehouse(DuckDBResource):
         """Run a read-only query and return a pandas frame."""
         with self.connect(read_only=True) as conn:
             return conn.execute(sql, params or []).df()
+
+
+def symbol_ranges(counts: list[tuple[str, int]], limit: int) -> list[tuple[str, str]]:
+    """Consecutive (first, last) symbol ranges of about ``limit`` bars each, from (symbol, bars)
+    sorted by symbol; one range for a universe within the limit."""
+    ranges, first, previous, total = [], None, None, 0
+    for symbol, bars in counts:
+        if first is not None and total + bars > limit:
+            ranges.append((first, previous))
+            first, total = None, 0
+        first = symbol if first is None else first
+        total += bars
+        previous = symbol
+    if first is not None:
+        ranges.append((first, previous))
+    return ranges
