@@ -79,7 +79,7 @@ def write_changed_rows(conn, table: pd.DataFrame, symbols: tuple[str, str] | Non
     return int(written)
 
 
-FEATURE_CHUNK_BARS = 1_500_000  # bars computed at once (about 1.5 GiB at the peak)
+FEATURE_CHUNK_BARS = 400_000  # bars computed at once (about 0.5 GiB at the peak)
 
 
 def _bars(source, computed: dt.date, symbols: tuple[str, str] | None) -> pd.DataFrame:
@@ -115,8 +115,9 @@ def features(
     Promises: a feature for date t uses bars up to t only; rows without a full look-back are
     absent; a label (the configured tradable rule, recorded in ``store_info``) is NULL until its
     last bar exists on or before the as-of date. The table is made equal to the computed one in
-    one transaction (only changed rows written), so a change of label rule rewrites every row
-    on the next refresh.
+    one transaction (only changed rows written; a universe of more than FEATURE_CHUNK_BARS
+    bars, one per range of symbols), so a change of label rule rewrites every row on the next
+    refresh.
     """
     rule = stage2_settings.get().label_rule
     as_of = as_of_date(context)
@@ -159,6 +160,14 @@ def features(
                 rows, labelled = rows + len(table), labelled + int(known.sum())
                 ups += int(table.loc[known, "label"].sum())
                 del table
+                if several:
+                    # DuckDB keeps a transaction's new rows in memory until it commits: each
+                    # range is committed, so memory stays bounded. Features are a function of
+                    # the validated bars, every row is whole, and an interrupted run leaves
+                    # ranges as they were, for the next run to bring up to date (store_info's
+                    # as-of is written last).
+                    conn.execute("COMMIT")
+                    conn.execute("BEGIN TRANSACTION")
             if several:  # the rows of symbols no longer validated at all
                 conn.execute(
                     "DELETE FROM features WHERE NOT list_contains(?, symbol)",

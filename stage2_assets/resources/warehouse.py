@@ -8,6 +8,7 @@ fails with a message that names the file.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,6 +127,10 @@ _SCHEMA_KEY = "schema_version"
 
 # Nothing may phone home: DuckDB would otherwise fetch extensions from its repository on demand.
 _OFFLINE = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+# DuckDB's own default takes 80% of the machine's memory for its buffers and keeps what it took;
+# stage2's largest statements (a first load of thousands of symbols) spill to disk beyond this
+# instead. STAGE2_DUCKDB_MEMORY_LIMIT (a DuckDB size: "4GiB", "25%") overrides it.
+_MEMORY = {"memory_limit": os.environ.get("STAGE2_DUCKDB_MEMORY_LIMIT", "2GiB")}
 
 
 def one(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
@@ -243,7 +248,7 @@ class Warehouse(DuckDBResource):
                 return duckdb.connect(
                     str(path),
                     read_only=read_only,
-                    config={**_OFFLINE, **self.connection_config},
+                    config={**_OFFLINE, **_MEMORY, **self.connection_config},
                 )
             except duckdb.IOException as exc:
                 if "Could not set lock" in str(exc):
