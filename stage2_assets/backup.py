@@ -2,7 +2,8 @@
 
 A backup is a folder: ``warehouse.duckdb`` (copied while a read-only connection keeps writers out,
 so the copy is consistent), ``models/`` (versions, events log, the production symlink as a link),
-and ``manifest.json`` (SHA-256 of every file, and the ``stage2 status --json`` it was taken with).
+``archive/predictions/`` (the Parquet files of predictions past their retention), and
+``manifest.json`` (SHA-256 of every file, and the ``stage2 status --json`` it was taken with).
 Restore verifies every checksum first and never overwrites: it refuses a target that holds data.
 """
 
@@ -42,6 +43,9 @@ def backup(settings, target: Path) -> dict:
             shutil.copy2(settings.warehouse_path, tmp / "warehouse.duckdb")
     if settings.models_path.exists():
         shutil.copytree(settings.models_path, tmp / "models", symlinks=True)
+    archive = settings.predictions_archive_path
+    if archive.is_dir():
+        shutil.copytree(archive, tmp / "archive" / "predictions")
     manifest = {
         "files": _files(tmp),
         "status": status,
@@ -75,6 +79,11 @@ def restore(settings, source: Path) -> dict:
         )
     if models.exists() and any(models.iterdir()):
         raise Stage2Error(f"model store {models} is not empty; restore only into an empty place")
+    archive = settings.predictions_archive_path
+    if archive.exists() and any(archive.iterdir()):
+        raise Stage2Error(
+            f"predictions archive {archive} is not empty; restore only into an empty place"
+        )
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     if (source / "warehouse.duckdb").exists():
         shutil.copy2(source / "warehouse.duckdb", settings.warehouse_path.with_suffix(".restoring"))
@@ -83,4 +92,6 @@ def restore(settings, source: Path) -> dict:
         if models.exists():
             models.rmdir()
         shutil.copytree(source / "models", models, symlinks=True)
+    if (source / "archive" / "predictions").is_dir():
+        shutil.copytree(source / "archive" / "predictions", archive, dirs_exist_ok=True)
     return manifest

@@ -574,12 +574,16 @@ def cmd_universe(args, settings) -> int:
 
 
 def cmd_comparisons(args, settings) -> int:
-    from stage2_assets.promotion.shadow import archive_folder, recompute_comparison, with_archive
+    from stage2_assets.promotion.shadow import recompute_comparison, with_archive
     from stage2_assets.resources.warehouse import Warehouse
     from stage2_assets.status import gate_figures
 
     with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
-        logged = with_archive(conn, archive_folder(settings)) if args.recompute else "predictions"
+        logged = (
+            with_archive(conn, settings.predictions_archive_path)
+            if args.recompute
+            else "predictions"
+        )
         stored = conn.execute("SELECT * FROM shadow_comparisons ORDER BY as_of, candidate").df()
         listing = []
         for row in stored.itertuples():

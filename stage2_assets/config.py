@@ -290,6 +290,7 @@ class Retraining(_Section):
     )
     recency_half_life: DurationDays | None = Field(
         None,
+        ge=5,
         description="Half-life of a training row's weight by its age before the cut-off (a row "
         "this much older counts half as much in the loss); null weighs every row alike. A short "
         "half-life fits a new regime sooner at the price of noisier weights.",
@@ -440,16 +441,6 @@ class Monitoring(_Section):
     )
     sensors_enabled: bool = Field(True, description="Start every sensor switched on.")
 
-    @field_validator("predictions_retention")
-    @classmethod
-    def _retention_covers_the_comparisons(cls, value: int | None) -> int | None:
-        if value is not None and value < 91:
-            raise ValueError(
-                f"{value} days would archive rows a shadow comparison or the performance window "
-                "may still read: at least 13w (91 days), or null to keep every row"
-            )
-        return value
-
 
 class Alerts(_Section):
     jsonl_path: Path | None = Field(Path("../data/alerts.jsonl"), description="JSONL alert file.")
@@ -509,6 +500,22 @@ class Settings(_Section):
     )
     config_path: Path | None = Field(None, exclude=True)
 
+    @model_validator(mode="after")
+    def _retention_covers_what_is_read(self) -> Settings:
+        """Archived rows are out of the live readers' reach: a comparison reads a candidate's rows
+        back to its cut-off, for up to 2 x max_shadow_duration, and performance reads its window."""
+        retention = self.monitoring.predictions_retention
+        needed = max(
+            2 * self.ab_testing.max_shadow_duration + 14, self.monitoring.performance_window + 7, 91
+        )
+        if retention is not None and retention < needed:
+            raise ValueError(
+                f"monitoring.predictions_retention of {retention} days would archive rows a shadow "
+                f"comparison (2 x ab_testing.max_shadow_duration + 2 weeks) or the performance window "
+                f"still reads: at least {needed} days here, or null to keep every row"
+            )
+        return self
+
     def resolve(self, path: Path) -> Path:
         """A path from the file, made absolute relative to the file's folder."""
         if path.is_absolute():
@@ -533,6 +540,11 @@ class Settings(_Section):
     @property
     def models_path(self) -> Path:
         return self.resolve(self.storage.models)
+
+    @property
+    def predictions_archive_path(self) -> Path:
+        """Where predictions past ``monitoring.predictions_retention`` go: beside the warehouse."""
+        return self.warehouse_path.parent / "archive" / "predictions"
 
     @property
     def csv_path(self) -> Path | None:

@@ -464,7 +464,7 @@ def test_predictions_past_the_retention_move_to_parquet_and_decisions_still_reco
     import yaml
 
     from stage2_assets.config import load_settings
-    from stage2_assets.promotion.shadow import archive_folder, archive_predictions
+    from stage2_assets.promotion.shadow import archive_predictions
 
     settings, _ = loop
     raw = _copy_of_the_loop(settings, tmp_path)
@@ -476,8 +476,8 @@ def test_predictions_past_the_retention_move_to_parquet_and_decisions_still_reco
     before = dt.date(2025, 7, 1)  # inside the promoted candidate's shadow period
     with warehouse.connect() as conn:
         table = conn.execute("SELECT * FROM predictions ORDER BY model_version, symbol, date").df()
-        moved, path = archive_predictions(conn, before, archive_folder(copy), "run-one")
-        again, none = archive_predictions(conn, before, archive_folder(copy), "run-two")
+        moved, path = archive_predictions(conn, before, copy.predictions_archive_path, "run-one")
+        again, none = archive_predictions(conn, before, copy.predictions_archive_path, "run-two")
         left = conn.execute("SELECT * FROM predictions ORDER BY model_version, symbol, date").df()
     expected = table[(table["date"] < pd.Timestamp(before)) & (table["role"] != "production")]
     assert moved == len(expected) > 0 and (again, none) == (0, None)
@@ -498,13 +498,31 @@ def test_predictions_past_the_retention_move_to_parquet_and_decisions_still_reco
         listing[0]["decision"] == "promote"
         and listing[0]["recomputed"]["rows"] == listing[0]["rows"]
     )
+    # a backup carries the archive, and a restore puts it back beside the restored warehouse
+    assert main(["--config", str(config), "backup", str(tmp_path / "bk2")]) == 0
+    raw["storage"] = {
+        "warehouse": str(tmp_path / "third" / "wh.duckdb"),
+        "models": str(tmp_path / "third" / "m"),
+    }
+    (tmp_path / "third.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["--config", str(tmp_path / "third.yaml"), "restore", str(tmp_path / "bk2")]) == 0
+    restored = tmp_path / "third" / "archive" / "predictions" / path.name
+    assert restored.read_bytes() == path.read_bytes()
 
 
-def test_a_retention_shorter_than_a_quarter_is_refused(write_settings):
+def test_a_retention_shorter_than_what_comparisons_read_is_refused(write_settings):
     from stage2_assets.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="predictions_retention.*at least 13w"):
+    with pytest.raises(ConfigError, match="predictions_retention of 30 days.*at least 126 days"):
         write_settings({"monitoring": {"predictions_retention": "30d"}})
+    # a longer maximum shadow needs a longer retention: a comparison reads back to the cut-off
+    with pytest.raises(ConfigError, match="predictions_retention of 200 days.*at least 238 days"):
+        write_settings(
+            {
+                "monitoring": {"predictions_retention": "200d"},
+                "ab_testing": {"max_shadow_duration": "16w"},
+            }
+        )
     assert (
         write_settings(
             {"monitoring": {"predictions_retention": None}}

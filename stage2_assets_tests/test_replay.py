@@ -349,13 +349,16 @@ def test_a_promotion_counts_for_a_regime_only_once_most_of_its_window_is_in_it()
     none_yet = _regime_change(change, served[:2], cutoffs, data_window_days=60)
     assert none_yet["weeks_to_promotion"] is None
     assert none_yet["weeks_to_first_promotion_trained_after"] == 3
-    # recency weights of a 10-day half-life: v2's 2 new days hold 13% of its weight, but a model
-    # with 14 new days of 60 holds (1 - 0.5**1.4) / (1 - 0.5**6) = 63% and counts as fitted
-    served = [*served[:2], (dt.date(2025, 1, 25), "v4"), served[2]]
-    cutoffs = {**cutoffs, "v4": "2025-01-16"}
-    weighted = _regime_change(change, served, cutoffs, data_window_days=60, half_life_days=10)
-    assert weighted["model_cutoff"] == "2025-01-16" and weighted["weeks_to_promotion"] == 4
-    assert weighted["new_regime_share_of_window"] == pytest.approx((1 - 0.5**1.4) / (1 - 0.5**6))
+    # recency weights of a 10-day half-life, the last 14 days (validation, embargo) untrained: a
+    # model whose cut-off is 14 days into the new regime trained on none of it; at 28 days 65% of
+    # its training weight, (0.5**1.4 - 0.5**2.8) / (0.5**1.4 - 0.5**6), lies after the change
+    served = [*served[:2], (dt.date(2025, 1, 25), "v4"), (dt.date(2025, 2, 8), "v5"), served[2]]
+    cutoffs = {**cutoffs, "v4": "2025-01-16", "v5": "2025-01-30"}
+    weighted = _regime_change(change, served, cutoffs, 60, half_life_days=10, untrained_days=14)
+    assert weighted["model_cutoff"] == "2025-01-30" and weighted["weeks_to_promotion"] == 6
+    assert weighted["new_regime_share_of_window"] == pytest.approx(
+        (0.5**1.4 - 0.5**2.8) / (0.5**1.4 - 0.5**6)
+    )
     assert _regime_change(change, served, cutoffs, 60)["model_cutoff"] == "2025-02-22"
 
 

@@ -10,7 +10,6 @@ from stage2_assets.assets.market_data import md_table
 from stage2_assets.assets.training import REPLAY_TAG, ensemble_vN
 from stage2_assets.partitions import as_of_date, weekly_partitions
 from stage2_assets.promotion.shadow import (
-    archive_folder,
     archive_predictions,
     fill_outcomes,
     log_predictions,
@@ -55,7 +54,7 @@ def predictions(
             archived, archive = archive_predictions(
                 conn,
                 as_of - dt.timedelta(days=retention),
-                archive_folder(settings),
+                settings.predictions_archive_path,
                 context.run.run_id,
             )
         (total, unresolved) = one(conn, "SELECT count(*), count(*) - count(label) FROM predictions")

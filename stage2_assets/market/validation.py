@@ -132,7 +132,7 @@ def raw_universe(conn: duckdb.DuckDBPyConnection) -> int:
 
 def evaluate_quality(
     conn: duckdb.DuckDBPyConnection, run_id: str, rules
-) -> tuple[QualityReport, pd.DataFrame]:
+) -> tuple[QualityReport, int]:
     """Judge the pending bars by ``rules`` (data_refresh.quality), record verdicts and quarantine in one
     transaction; return the report and the number of bars judged."""
     quarantined = conn.execute("SELECT symbol, reasons, raw_fingerprint FROM quarantine").fetchall()

@@ -57,7 +57,9 @@ class EnsembleModule(L.LightningModule):
             losses = torch.nn.functional.binary_cross_entropy_with_logits(
                 logits, target, reduction="none"
             )
-            return (losses * weights).sum() / weights.sum()
+            # weights have a mean of 1 over the training set: a batch's loss is their weighted
+            # mean, never 0 / 0 where a batch holds only very old rows
+            return (losses * weights).mean()
         # Every member sees the same batch; the mean of their losses trains each one on its own.
         return self.loss(logits, target)
 

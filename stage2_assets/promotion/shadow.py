@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import duckdb
@@ -209,11 +210,6 @@ def log_predictions(
     return {v: after.get(v, 0) - before.get(v, 0) for v in roles}
 
 
-def archive_folder(settings) -> Path:
-    """Where predictions past ``monitoring.predictions_retention`` go: beside the warehouse."""
-    return Path(settings.warehouse_path).parent / "archive" / "predictions"
-
-
 def with_archive(conn: duckdb.DuckDBPyConnection, folder: Path) -> str:
     """The relation of every logged prediction, the table's and the archive's: ``predictions``
     itself while nothing was archived, else a temporary view over both (a key in both, after a
@@ -229,7 +225,10 @@ def with_archive(conn: duckdb.DuckDBPyConnection, folder: Path) -> str:
             SELECT *, false AS archived FROM predictions
             UNION ALL BY NAME SELECT *, true AS archived FROM read_parquet([{listed}])
         )
-        QUALIFY row_number() OVER (PARTITION BY model_version, symbol, date ORDER BY archived) = 1
+        QUALIFY row_number() OVER (
+            PARTITION BY model_version, symbol, date
+            ORDER BY archived, outcome_filled_at DESC NULLS LAST, logged_at DESC
+        ) = 1
         """
     )
     return "all_predictions"
@@ -256,7 +255,14 @@ def archive_predictions(
         f"TO '{str(partial).replace(chr(39), chr(39) * 2)}' (FORMAT parquet)",
         [before, PRODUCTION],
     )
+    with partial.open("rb") as handle:  # on disk before any row leaves the table
+        os.fsync(handle.fileno())
     partial.replace(target)
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
     conn.execute(f"DELETE FROM predictions WHERE {where}", [before, PRODUCTION])
     return int(rows), target
 

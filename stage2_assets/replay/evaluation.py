@@ -214,21 +214,25 @@ def _regime_change(
     cutoffs: dict[str, str],
     data_window_days: int | None,
     half_life_days: int | None = None,
+    untrained_days: float = 0.0,
 ) -> dict:
     """How long the adaptive arm took to serve a model of the regime that began on ``start``."""
 
     def new_share(version: str) -> float:
-        """The share of the model's training weight on days after the change: of its window's
-        days, or with recency weights 0.5 ** (age / half-life), of their weight."""
+        """The share of the model after the change: of its window's days; or, with recency
+        weights 0.5 ** (age / half-life), of its training rows' weight (ages from
+        ``untrained_days``, the validation slice and the embargo, to the window)."""
         cutoff = dt.date.fromisoformat(cutoffs[version])
         if not data_window_days:
             return 1.0 if cutoff >= start else 0.0
         after = min(max((cutoff - start).days, 0), data_window_days)
         if not half_life_days:
             return after / data_window_days
-        return (1 - 0.5 ** (after / half_life_days)) / (
-            1 - 0.5 ** (data_window_days / half_life_days)
-        )
+        if after <= untrained_days:
+            return 0.0
+        newest = 0.5 ** (untrained_days / half_life_days)
+        oldest = 0.5 ** (data_window_days / half_life_days)
+        return (newest - 0.5 ** (after / half_life_days)) / (newest - oldest)
 
     def weeks(day: dt.date) -> int:
         return int(np.ceil((day - start).days / 7))
@@ -283,6 +287,7 @@ def evaluate(
     regime_starts: list[dt.date] | None = None,
     data_window_days: int | None = None,
     half_life_days: int | None = None,
+    untrained_days: float = 0.0,
     horizon: int = 1,
     book_fraction: float = 0.2,
     *,
@@ -439,7 +444,7 @@ def evaluate(
             if not first_day.date() < start <= last_as_of.date():
                 continue
             change = _regime_change(
-                start, rules["adaptive"], cutoffs, data_window_days, half_life_days
+                start, rules["adaptive"], cutoffs, data_window_days, half_life_days, untrained_days
             )
             # Each arm's accuracy over the regime, and from the adaptive arm's first fitted model on.
             change["accuracy_in_regime"] = _accuracy_between(scored, start, end)
