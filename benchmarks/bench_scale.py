@@ -117,9 +117,12 @@ def one(symbols: int, years: int, cycles: int, batch_size: int, max_epochs: int)
         num_symbols=symbols,
         start_date=(AS_OF - dt.timedelta(days=round(365.25 * years))).isoformat(),
     )
-    raw["data_source"]["simulated"]["regimes"][0]["start"] = raw["data_source"]["simulated"][
-        "start_date"
-    ]
+    simulated = raw["data_source"]["simulated"]
+    start = dt.date.fromisoformat(str(simulated["start_date"]))
+    # the default market's regimes, those that begin after the start (the first from the start)
+    first, *later = simulated["regimes"]
+    later = [r for r in later if dt.date.fromisoformat(str(r["start"])) > start]
+    simulated["regimes"] = [{**first, "start": start.isoformat()}, *later]
     raw["data_refresh"]["history_start"] = raw["data_source"]["simulated"]["start_date"]
     raw["retraining"].update(batch_size=batch_size, max_epochs=max_epochs)
     raw["storage"] = {"warehouse": str(folder / "scale.duckdb"), "models": str(folder / "models")}
