@@ -167,8 +167,11 @@ def evaluate_quality(
             rules.max_price_ratio,
         )
 
-    counts = pending_counts(conn, skip)
-    if sum(rows for _, rows in counts) <= PENDING_CHUNK_ROWS:
+    # pending bars are raw bars: a store of fewer raw rows than the limit is judged in one piece
+    # without counting them first (a second pass over the tables on every weekly refresh)
+    (raw_rows,) = conn.execute("SELECT count(*) FROM raw_bars").fetchall()[0]
+    counts = pending_counts(conn, skip) if raw_rows > PENDING_CHUNK_ROWS else []
+    if raw_rows <= PENDING_CHUNK_ROWS or sum(rows for _, rows in counts) <= PENDING_CHUNK_ROWS:
         pending, context = pending_bars(conn, skip=skip)
         if whole is not None:
             pending = pd.concat([pending, whole], ignore_index=True).sort_values(
