@@ -1,7 +1,7 @@
 """Replay benchmark: a 52-week walk-forward replay, per-week time printed as it goes.
 
 Default: all of ../shared/market-data with the default training settings (2-year window, 5 members,
-up to 20 epochs, batch 128), weeks of 2019, in fresh temporary stores. Prints each week's time, the
+up to 20 epochs, batch 1,024 in config/market-data.yaml), weeks of 2019, in fresh temporary stores. Prints each week's time, the
 mean of the first and last 13 weeks (is the cost flat?), the total, peak RSS, and the arms; then where a
 week goes: per part (Dagster run set-up, refresh, gate, features, predictions, monitoring, training,
 comparison, pointer), the seconds per week in the first and last quarter, the total and the share.

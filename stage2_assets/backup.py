@@ -2,7 +2,7 @@
 
 A backup is a folder: ``warehouse.duckdb`` (copied while a read-only connection keeps writers out,
 so the copy is consistent), ``models/`` (versions, events log, the production symlink as a link),
-``archive/predictions/`` (the Parquet files of predictions past their retention), and
+``archive/predictions/`` (the Parquet files, from ``<warehouse>.archive/predictions``, of predictions past their retention), and
 ``manifest.json`` (SHA-256 of every file, and the ``stage2 status --json`` it was taken with).
 Restore verifies every checksum first and never overwrites: it refuses a target that holds data.
 """

@@ -205,7 +205,17 @@ def cmd_train(args, settings) -> int:
     )
     code = _tell(args, settings, result, args.as_of, "train_ensemble")
     if code == 0 and not args.json:
-        print(f"new version: {_store(settings).versions()[-1]}")
+        # the run's own candidate (the store's newest version may be another, when it was reused)
+        trained = [
+            e.event_specific_data.materialization.metadata
+            for e in result.all_events
+            if e.event_type_value == "ASSET_MATERIALIZATION"
+            and e.asset_key.to_user_string() == "ensemble_vN"
+        ]
+        if trained:
+            meta = trained[-1]
+            reused = meta.get("reused") is not None and meta["reused"].value
+            print(f"{'reused' if reused else 'new'} version: {meta['version'].value}")
     return code
 
 

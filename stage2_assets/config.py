@@ -543,8 +543,10 @@ class Settings(_Section):
 
     @property
     def predictions_archive_path(self) -> Path:
-        """Where predictions past ``monitoring.predictions_retention`` go: beside the warehouse."""
-        return self.warehouse_path.parent / "archive" / "predictions"
+        """Where predictions past ``monitoring.predictions_retention`` go: beside the warehouse,
+        named after it (``data/stage2.duckdb`` -> ``data/stage2.archive/predictions``), so the
+        warehouses of several configs in one folder never share an archive."""
+        return self.warehouse_path.with_suffix(".archive") / "predictions"
 
     @property
     def csv_path(self) -> Path | None:

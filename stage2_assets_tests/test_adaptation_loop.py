@@ -481,7 +481,7 @@ def test_predictions_past_the_retention_move_to_parquet_and_decisions_still_reco
         left = conn.execute("SELECT * FROM predictions ORDER BY model_version, symbol, date").df()
     expected = table[(table["date"] < pd.Timestamp(before)) & (table["role"] != "production")]
     assert moved == len(expected) > 0 and (again, none) == (0, None)
-    assert path.parent == tmp_path / "copy" / "archive" / "predictions"
+    assert path.parent == tmp_path / "copy" / "wh.archive" / "predictions"
     archived = duckdb.sql(
         f"SELECT * FROM read_parquet('{path}') ORDER BY model_version, symbol, date"
     ).df()
@@ -506,7 +506,7 @@ def test_predictions_past_the_retention_move_to_parquet_and_decisions_still_reco
     }
     (tmp_path / "third.yaml").write_text(yaml.safe_dump(raw))
     assert main(["--config", str(tmp_path / "third.yaml"), "restore", str(tmp_path / "bk2")]) == 0
-    restored = tmp_path / "third" / "archive" / "predictions" / path.name
+    restored = tmp_path / "third" / "wh.archive" / "predictions" / path.name
     assert restored.read_bytes() == path.read_bytes()
 
 

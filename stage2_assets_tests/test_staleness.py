@@ -68,7 +68,12 @@ def test_stale_data_is_recorded_warned_refused_and_dated(stale_project, capsys):
     assert main([*config, "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["last_refresh"]["stale_sessions"] == 0
     assert main([*config, "train", "--as-of", LAST]) == 0
-    version = capsys.readouterr().out.strip().split()[-1]
+    out = capsys.readouterr().out.strip()
+    version = out.split()[-1]
+    assert out.endswith(f"new version: {version}")
+    # trained again on the same data: the run's candidate is the stored one, and says so
+    assert main([*config, "train", "--as-of", LAST]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"reused version: {version}")
 
     # a month later the source still ends on 06-21: 27 sessions (June 24-28, 22 in July)
     assert main([*config, "refresh", "--as-of", "2019-07-31"]) == 0
