@@ -82,20 +82,14 @@ def write_changed_rows(conn, table: pd.DataFrame, symbols: tuple[str, str] | Non
 FEATURE_CHUNK_BARS = 400_000  # bars computed at once (about 0.5 GiB at the peak)
 
 
-def _bars(source, computed: dt.date, symbols: tuple[str, str] | None) -> pd.DataFrame:
-    """Validated bars up to ``computed`` (of the symbols in the range), from a connection or a
-    warehouse."""
+def _bars(conn, computed: dt.date, symbols: tuple[str, str] | None) -> pd.DataFrame:
+    """Validated bars up to ``computed`` (of the symbols in the range)."""
     within = " AND symbol BETWEEN ? AND ?" if symbols else ""
-    query = (
+    bars = conn.execute(
         "SELECT symbol, date, open, high, low, close, volume FROM validated_bars "
-        f"WHERE date <= ?{within}"
-    )
-    params = [computed, *(symbols or ())]
-    if isinstance(source, Warehouse):
-        with source.connect(read_only=True) as conn:
-            bars = conn.execute(query, params).df()
-    else:
-        bars = source.execute(query, params).df()
+        f"WHERE date <= ?{within}",
+        [computed, *(symbols or ())],
+    ).df()
     bars["date"] = pd.to_datetime(bars["date"])
     return bars
 
@@ -137,12 +131,12 @@ def features(
     ranges = symbol_ranges(counts, FEATURE_CHUNK_BARS)
     several = len(ranges) > 1
     market_mean = None
-    if several and rule.kind == "excess_direction":
-        parts = [forward_returns(_bars(warehouse, computed, r), rule) for r in ranges]
-        market_mean = pd.concat(parts).groupby("date")["fwd_return"].mean()
-        del parts
     seconds, rows, labelled, ups, changed = 0.0, 0, 0, 0, 0
     with warehouse.connect() as conn:
+        if several and rule.kind == "excess_direction":
+            parts = [forward_returns(_bars(conn, computed, r), rule) for r in ranges]
+            market_mean = pd.concat(parts).groupby("date")["fwd_return"].mean()
+            del parts
         conn.execute("BEGIN TRANSACTION")
         try:
             for symbols in ranges or [None]:
