@@ -295,6 +295,14 @@ class Retraining(_Section):
         "this much older counts half as much in the loss); null weighs every row alike. A short "
         "half-life fits a new regime sooner at the price of noisier weights.",
     )
+    refit: bool = Field(
+        False,
+        description="Once early stopping has chosen the epoch count on the validation slice, train "
+        "again from scratch on the whole window (training, embargo and validation rows, scaler "
+        "refitted) for that many epochs and keep that model: the newest days reach the model. Its "
+        "validation figures are the first fit's (the refit holds nothing out); training costs "
+        "about twice as much.",
+    )
     num_models: int = Field(5, ge=1, le=50, description="Ensemble members, each with its own seed.")
     max_epochs: int = Field(20, ge=1, description="Epoch limit per training.")
     batch_size: int = Field(128, ge=8, description="Rows per optimisation step.")

@@ -197,3 +197,60 @@ def test_recency_weights_halve_at_the_half_life_and_change_the_fit(feats):
     torch = pytest.importorskip("torch")
     assert torch.allclose(plain.model.w1, ones.model.w1, atol=1e-6)
     assert not torch.allclose(plain.model.w1, recent.model.w1, atol=1e-3)
+
+
+def test_refit_trains_the_whole_window_for_the_chosen_epochs_and_keeps_the_first_fits_figures(
+    feats,
+):
+    torch = pytest.importorskip("torch")
+    from stage2_assets.config import Retraining
+    from stage2_assets.ml.candidate import build_candidate, split_fingerprint
+    from stage2_assets.ml.dataset import Split
+    from stage2_assets.ml.training import refit_ensemble
+
+    cutoff = dt.date(2023, 12, 29)
+    split = time_split(feats, cutoff, 120, 0.2, 2, 100)
+    assert split.gap["date"].nunique() == 2  # the embargo's two dates, in neither slice
+    assert split.train["date"].max() < split.gap["date"].min() <= split.gap["date"].max()
+    assert split.gap["date"].max() < split.val["date"].min()
+    whole = split.whole()
+    assert len(whole) == len(split.train) + len(split.gap) + len(split.val)
+    base = dict(
+        num_models=2,
+        hidden_units=8,
+        learning_rate=1e-2,
+        batch_size=64,
+        max_epochs=4,
+        early_stopping_patience=1,
+        data_window="120d",
+        min_train_rows=100,
+    )
+    plain_t, plain = build_candidate(split, cutoff, Retraining(**base))
+    refit_t, refit = build_candidate(split, cutoff, Retraining(**base, refit=True))
+    # the validation figures and the early stopping are the first fit's, the same either way
+    assert refit["metrics"] == plain["metrics"]
+    assert refit["training"]["best_epoch"] == plain["training"]["best_epoch"]
+    chosen = plain["training"]["best_epoch"] + 1
+    assert refit["training"]["refit"]["epochs"] == chosen
+    assert refit["training"]["refit"]["rows"] == len(whole)
+    assert refit["training"]["refit"]["dates"][1] == split.val["date"].max().date().isoformat()
+    assert refit["hyperparameters"]["refit"] is True and "refit" not in plain["hyperparameters"]
+    assert refit["data_fingerprint"] == split_fingerprint(split, True) != plain["data_fingerprint"]
+    # the stored model is a fit from scratch on every row of the window, its scaler theirs
+    values = whole[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
+    np.testing.assert_allclose(refit_t["scaler.mean"].numpy(), values.mean(axis=0), rtol=1e-5)
+    assert not torch.allclose(refit_t["scaler.mean"], plain_t["scaler.mean"])
+    mean, std = refit_t["scaler.mean"].numpy(), refit_t["scaler.std"].numpy()
+    again = refit_ensemble(
+        Split(whole, whole.iloc[0:0], mean, std).scaled(whole),
+        whole["label"].to_numpy(dtype=np.float32),
+        epochs=chosen,
+        num_members=2,
+        hidden=8,
+        learning_rate=1e-2,
+        batch_size=64,
+        seed=0,
+    )
+    assert again.epochs_run == chosen
+    assert torch.equal(refit_t["model.w1"], again.model.w1)
+    assert not torch.allclose(refit_t["model.w1"], plain_t["model.w1"], atol=1e-3)

@@ -98,7 +98,7 @@ def ensemble_vN(
         reused = find_same_candidate(
             model_store,
             cutoff,
-            split_fingerprint(split),
+            split_fingerprint(split, settings.retraining.refit),
             hyperparameters(settings.retraining, rule),
         )
     if reused:

@@ -17,7 +17,7 @@ from stage2_assets.ml.dataset import Split, fingerprint, time_split
 from stage2_assets.ml.ensemble import member_probabilities
 from stage2_assets.ml.features import FEATURE_COLUMNS, LabelRule
 from stage2_assets.ml.metrics import classification_metrics, majority_baseline, yesterday_baseline
-from stage2_assets.ml.training import train_ensemble
+from stage2_assets.ml.training import refit_ensemble, train_ensemble
 
 _LIBRARIES = (
     "torch",
@@ -90,6 +90,7 @@ def hyperparameters(retraining, rule: LabelRule | None = None) -> dict:
             if retraining.recency_half_life
             else {}
         ),
+        **({"refit": True} if retraining.refit else {}),
     }
 
 
@@ -103,7 +104,10 @@ def recency_weights(dates: pd.Series, cutoff: dt.date, half_life_days: int | Non
     return (weights / weights.mean()).astype(np.float32)
 
 
-def split_fingerprint(split: Split) -> str:
+def split_fingerprint(split: Split, refit: bool = False) -> str:
+    """The rows a candidate learns from: training and validation; with a refit, the embargo's too."""
+    if refit:
+        return fingerprint(split.whole())
     return fingerprint(pd.concat([split.train, split.val]))
 
 
@@ -133,6 +137,7 @@ def build_candidate(
         trainer_overrides=trainer_overrides,
         weights=recency_weights(split.train["date"], cutoff, retraining.recency_half_life),
     )
+    # the validation figures judge this first fit: the procedure's out-of-sample estimate
     members = member_probabilities(result.model, split.scaled(split.val))
     ensemble = members.mean(axis=0)
     climatology = float(np.mean(y_train))  # the base rate of up days known at training time
@@ -150,9 +155,12 @@ def build_candidate(
             ),
         },
     }
-    tensors = {f"model.{k}": v.detach().cpu() for k, v in result.model.state_dict().items()}
-    tensors["scaler.mean"] = torch.as_tensor(split.mean)
-    tensors["scaler.std"] = torch.as_tensor(split.std)
+    model, mean, std, refit = result.model, split.mean, split.std, None
+    if retraining.refit:
+        model, mean, std, refit = _refit(split, cutoff, retraining, result, trainer_overrides)
+    tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+    tensors["scaler.mean"] = torch.as_tensor(mean)
+    tensors["scaler.std"] = torch.as_tensor(std)
     metadata = {
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cutoff": cutoff.isoformat(),
@@ -177,10 +185,48 @@ def build_candidate(
             "best_val_loss": result.best_val_loss,
             "seconds": round(result.seconds, 2),
             "device": result.device,
+            **({"refit": refit} if refit else {}),
         },
         "metrics": metrics,
-        "data_fingerprint": split_fingerprint(split),
+        "data_fingerprint": split_fingerprint(split, retraining.refit),
         "git_commit": _git_commit(),
         "library_versions": _versions(),
     }
     return tensors, metadata
+
+
+def _refit(split: Split, cutoff: dt.date, retraining, first, trainer_overrides):
+    """The model trained from scratch on the whole window for the epochs the first fit chose, its
+    scaler fitted on the same rows; and what the metadata records of it."""
+    rows = split.whole()
+    values = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
+    mean = values.mean(axis=0).astype(np.float32)
+    std = np.where(values.std(axis=0) > 0, values.std(axis=0), 1.0).astype(np.float32)
+    scaled = Split(rows, rows.iloc[0:0], mean, std).scaled(rows)
+    epochs = max(first.best_epoch + 1, 1)
+    result = refit_ensemble(
+        scaled,
+        rows["label"].to_numpy(dtype=np.float32),
+        epochs=epochs,
+        num_members=retraining.num_models,
+        hidden=retraining.hidden_units,
+        learning_rate=retraining.learning_rate,
+        batch_size=retraining.batch_size,
+        seed=retraining.seed,
+        trainer_overrides=trainer_overrides,
+        weights=recency_weights(rows["date"], cutoff, retraining.recency_half_life),
+    )
+    return (
+        result.model,
+        mean,
+        std,
+        {
+            "epochs": epochs,
+            "rows": len(rows),
+            "dates": [
+                rows["date"].min().date().isoformat(),
+                rows["date"].max().date().isoformat(),
+            ],
+            "seconds": round(result.seconds, 2),
+        },
+    )

@@ -25,6 +25,15 @@ class Split:
     val: pd.DataFrame
     mean: np.ndarray
     std: np.ndarray
+    # the embargo's rows between the two slices: in neither, but in a refit on the whole window
+    gap: pd.DataFrame | None = None
+
+    def whole(self) -> pd.DataFrame:
+        """Every labelled row of the window in date order: training, embargo and validation."""
+        parts = [self.train, *([self.gap] if self.gap is not None else []), self.val]
+        return pd.concat(parts, ignore_index=True).sort_values(
+            ["date", "symbol"], ignore_index=True
+        )
 
     def scaled(self, frame: pd.DataFrame) -> np.ndarray:
         return (
@@ -75,6 +84,11 @@ def time_split(
         .sort_values(["date", "symbol"])
         .reset_index(drop=True)
     )
+    gap = (
+        window[window["date"].isin(dates[len(dates) - n_val - embargo : len(dates) - n_val])]
+        .sort_values(["date", "symbol"])
+        .reset_index(drop=True)
+    )
     if len(train) < min_train_rows:
         raise TrainingError(
             f"the window ending {cutoff} has {len(train)} training rows, fewer than retraining.min_train_rows "
@@ -88,7 +102,7 @@ def time_split(
     values = train[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
     mean, std = values.mean(axis=0), values.std(axis=0)
     std = np.where(std > 0, std, 1.0)
-    return Split(train, val, mean.astype(np.float32), std.astype(np.float32))
+    return Split(train, val, mean.astype(np.float32), std.astype(np.float32), gap)
 
 
 def fingerprint(frame: pd.DataFrame) -> str:

@@ -170,23 +170,18 @@ def train_ensemble(
     module = EnsembleModule(num_members, x_train.shape[1], hidden, learning_rate, seed)
     data = ArrayDataModule(x_train, y_train, x_val, y_val, batch_size, seed, weights)
     keep = KeepBest()
-    settings = dict(
-        accelerator="auto",
-        devices=1,
-        max_epochs=max_epochs,
-        deterministic=True,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[
-            L.pytorch.callbacks.EarlyStopping(monitor="val/loss", patience=patience, mode="min"),
-            keep,
-        ],
+    trainer = L.Trainer(
+        **_trainer_settings(
+            max_epochs,
+            [
+                L.pytorch.callbacks.EarlyStopping(
+                    monitor="val/loss", patience=patience, mode="min"
+                ),
+                keep,
+            ],
+            trainer_overrides,
+        )
     )
-    settings.update(trainer_overrides or {})
-    trainer = L.Trainer(**settings)
     started = time.perf_counter()
     trainer.fit(module, datamodule=data)
     seconds = time.perf_counter() - started
@@ -199,5 +194,57 @@ def train_ensemble(
         epochs_run=trainer.current_epoch,
         best_val_loss=keep.best_loss,
         seconds=seconds,
+        device=str(trainer.strategy.root_device),
+    )
+
+
+def _trainer_settings(max_epochs: int, callbacks: list, overrides: dict | None) -> dict:
+    settings = dict(
+        accelerator="auto",
+        devices=1,
+        max_epochs=max_epochs,
+        deterministic=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+    settings.update(overrides or {})
+    return settings
+
+
+def refit_ensemble(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    num_members: int,
+    hidden: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    trainer_overrides: dict | None = None,
+    weights: np.ndarray | None = None,
+) -> TrainingResult:
+    """Train the batched ensemble from scratch for exactly ``epochs`` epochs on every row given,
+    with nothing held out: the refit of a window once a first fit's early stopping has chosen the
+    epoch count. Same seed, same initial weights, same loop as ``train_ensemble``."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    module = EnsembleModule(num_members, x.shape[1], hidden, learning_rate, seed)
+    none = np.zeros((0, x.shape[1]), dtype=np.float32)
+    data = ArrayDataModule(x, y, none, none[:, 0], batch_size, seed, weights)
+    trainer = L.Trainer(
+        **_trainer_settings(epochs, [], {**(trainer_overrides or {}), "limit_val_batches": 0})
+    )
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    return TrainingResult(
+        model=module.model.cpu(),
+        best_epoch=epochs - 1,
+        epochs_run=trainer.current_epoch,
+        best_val_loss=float("nan"),
+        seconds=time.perf_counter() - started,
         device=str(trainer.strategy.root_device),
     )

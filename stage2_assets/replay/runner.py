@@ -206,8 +206,11 @@ def replay_report(settings, log: pd.DataFrame, start: dt.date, end: dt.date, **d
         regime_starts=regime_starts(settings),
         data_window_days=settings.retraining.data_window,
         half_life_days=settings.retraining.recency_half_life,
-        # the validation slice and the embargo before the cut-off carry no training weight
-        untrained_days=settings.retraining.validation_split * settings.retraining.data_window
+        # the validation slice and the embargo before the cut-off carry no training weight, unless
+        # the model is refitted on the whole window
+        untrained_days=0.0
+        if settings.retraining.refit
+        else settings.retraining.validation_split * settings.retraining.data_window
         + settings.label_rule.embargo_days * 7 / 5,
         horizon=settings.label_rule.horizon_days,
         book_fraction=settings.monitoring.book_fraction,
