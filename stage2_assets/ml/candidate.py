@@ -10,14 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from stage2_assets.faults import fault_point
 from stage2_assets.ml.dataset import Split, fingerprint, time_split
-from stage2_assets.ml.ensemble import member_probabilities
 from stage2_assets.ml.features import FEATURE_COLUMNS, LabelRule
 from stage2_assets.ml.metrics import classification_metrics, majority_baseline, yesterday_baseline
-from stage2_assets.ml.training import refit_ensemble, train_ensemble
 
 _LIBRARIES = (
     "torch",
@@ -119,6 +116,13 @@ def build_candidate(
     rule: LabelRule | None = None,
 ):
     """Train a candidate on a split of the window ending at ``cutoff``; return (tensors, metadata)."""
+    # imported here: Lightning takes seconds to import, and what only reads (a replay's report, a
+    # sweep, the code location's definitions) never trains
+    import torch
+
+    from stage2_assets.ml.ensemble import member_probabilities
+    from stage2_assets.ml.training import train_ensemble
+
     fault_point("training")
     y_train = split.train["label"].to_numpy(dtype=np.float32)
     y_val = split.val["label"].to_numpy(dtype=np.float32)
@@ -198,6 +202,8 @@ def build_candidate(
 def _refit(split: Split, cutoff: dt.date, retraining, first, trainer_overrides):
     """The model trained from scratch on the whole window for the epochs the first fit chose, its
     scaler fitted on the same rows; and what the metadata records of it."""
+    from stage2_assets.ml.training import refit_ensemble
+
     rows = split.whole()
     values = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
     mean = values.mean(axis=0).astype(np.float32)

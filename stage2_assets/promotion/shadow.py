@@ -16,7 +16,6 @@ import duckdb
 import pandas as pd
 
 from stage2_assets.ml.features import LabelRule
-from stage2_assets.ml.predictor import EnsemblePredictor
 from stage2_assets.resources.model_store import POINTER_MOVES, ModelStore
 from stage2_assets.resources.warehouse import one
 from stage2_assets.stats.comparison import (
@@ -162,6 +161,8 @@ def log_predictions(
             list(roles),
         ).fetchall()
     )
+    from stage2_assets.ml.predictor import EnsemblePredictor  # torch: only where models predict
+
     loaded, starts = {}, {}
     for version in roles:
         predictor = EnsemblePredictor(*store.load(version))
