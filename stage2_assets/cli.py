@@ -231,6 +231,7 @@ def cmd_versions(args, settings) -> int:
     listing = []
     for version in store.versions():
         meta = store.metadata(version)
+        hp = meta.get("hyperparameters", {})
         listing.append(
             {
                 "version": version,
@@ -240,6 +241,13 @@ def cmd_versions(args, settings) -> int:
                 "baselines": {k: v["accuracy"] for k, v in meta["metrics"]["baselines"].items()},
                 "trained_at": meta.get("trained_at"),
                 "path": str(store.version_path(version).resolve()),
+                # how it was trained: the window, recency weights, the refit (metrics then judge
+                # the first fit, the refit holding nothing out)
+                "training": {
+                    "window_days": hp.get("data_window_days"),
+                    "recency_half_life_days": hp.get("recency_half_life_days"),
+                    "refit": bool(hp.get("refit")),
+                },
             }
         )
     if args.json:
@@ -256,9 +264,15 @@ def cmd_versions(args, settings) -> int:
             if "always_up" in b and "brier_skill" in m
             else ""
         )
+        t = item["training"]
+        levers = [
+            *([f"half-life {t['recency_half_life_days']}d"] if t["recency_half_life_days"] else []),
+            *(["refit on the whole window: figures of the first fit"] if t["refit"] else []),
+        ]
         print(
             f"{mark} {item['version']}  cutoff {item['cutoff']}  accuracy {m['accuracy']:.4f}  "
             f"log loss {m['log_loss']:.4f}  ECE {m['ece']:.4f}  (majority {b['majority']:.4f}{extra})"
+            + (f"  [{'; '.join(levers)}]" if levers else "")
         )
     return 0
 

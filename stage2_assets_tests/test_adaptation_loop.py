@@ -239,6 +239,12 @@ def test_versions_json_contract(loop, capsys):
     assert [item["production"] for item in listing][:3] == [False, True, False]
     assert {"version", "cutoff", "production", "metrics", "path"} <= set(listing[0])
     assert listing[0]["cutoff"] == "2024-12-27" and listing[0]["path"].startswith("/")
+    # trained without recency weights or a refit, on the loop's window
+    assert listing[0]["training"] == {
+        "window_days": settings.retraining.data_window,
+        "recency_half_life_days": None,
+        "refit": False,
+    }
     assert {"accuracy", "balanced_accuracy", "log_loss", "brier", "ece", "mean_confidence"} <= set(
         listing[0]["metrics"]
     )
