@@ -476,3 +476,32 @@ def test_a_sweep_refuses_what_is_not_a_gate_setting_and_an_unfinished_replay(rep
     code, _ = _sweep(whole, root, "ab_testing.min_samples=200", to="2024-09-30")
     assert code == 2
     assert "have not run: run the same replay without --sweep" in capsys.readouterr().err
+
+
+def test_the_printed_summary_names_production_moves_and_the_weeks_to_adapt():
+    from stage2_assets.replay.report import summary_lines
+
+    report = {
+        "arms": {},
+        "decisions": {"promote": 5, "keep": 3},
+        "production_timeline": [
+            {"after": "2024-04-06", "model_cutoff": "2024-04-06"},
+            {"after": "2024-08-10", "model_cutoff": "2024-07-13"},
+            {"after": "2024-08-17", "model_cutoff": "2024-07-20"},
+        ],
+        "regime_changes": [
+            {
+                "change": "2024-07-01",
+                "weeks_to_promotion": 6,
+                "first_promotion_after": "2024-08-10",
+                "model_cutoff": "2024-07-13",
+            },
+            {"change": "2025-01-02"},
+        ],
+    }
+    assert summary_lines(report) == [
+        "decisions: promote 5, keep 3; production moved 2 times after its first model",
+        "regime change 2024-07-01: a fitted model served after 6 weeks (promoted 2024-08-10, "
+        "cut-off 2024-07-13)",
+        "regime change 2025-01-02: no fitted model served by the end of the replay",
+    ]

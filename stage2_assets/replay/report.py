@@ -110,7 +110,19 @@ def summary_lines(report: dict) -> list[str]:
     lines.append(
         "decisions: "
         + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["decisions"].items())
+        + f"; production moved {max(len(report.get('production_timeline', [])) - 1, 0)} times "
+        "after its first model"
     )
+    for change in report.get("regime_changes", []):
+        lines.append(
+            f"regime change {change['change']}: "
+            + (
+                f"a fitted model served after {change['weeks_to_promotion']} weeks "
+                f"(promoted {change['first_promotion_after']}, cut-off {change['model_cutoff']})"
+                if "weeks_to_promotion" in change
+                else "no fitted model served by the end of the replay"
+            )
+        )
     return lines
 
 
