@@ -482,6 +482,12 @@ def test_predictions_past_the_retention_move_to_parquet_and_decisions_still_reco
     before = dt.date(2025, 7, 1)  # inside the promoted candidate's shadow period
     with warehouse.connect() as conn:
         table = conn.execute("SELECT * FROM predictions ORDER BY model_version, symbol, date").df()
+        oldest = table.loc[table["role"] != "production", "date"].min().date()
+        assert (before - oldest).days >= 28
+        # rows move in monthly batches: 27 days past the retention, nothing moves yet
+        early = oldest + dt.timedelta(days=27)
+        assert archive_predictions(conn, early, copy.predictions_archive_path, "run-0") == (0, None)
+        assert not copy.predictions_archive_path.exists()
         moved, path = archive_predictions(conn, before, copy.predictions_archive_path, "run-one")
         again, none = archive_predictions(conn, before, copy.predictions_archive_path, "run-two")
         left = conn.execute("SELECT * FROM predictions ORDER BY model_version, symbol, date").df()

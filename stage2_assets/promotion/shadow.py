@@ -235,18 +235,33 @@ def with_archive(conn: duckdb.DuckDBPyConnection, folder: Path) -> str:
     return "all_predictions"
 
 
+ARCHIVE_BATCH_DAYS = (
+    28  # rows move once the oldest is this far past the retention: one file a month
+)
+
+
 def archive_predictions(
-    conn: duckdb.DuckDBPyConnection, before: dt.date, folder: Path, run_id: str
+    conn: duckdb.DuckDBPyConnection,
+    before: dt.date,
+    folder: Path,
+    run_id: str,
+    batch_days: int = ARCHIVE_BATCH_DAYS,
 ) -> tuple[int, Path | None]:
     """Move the logged predictions dated before ``before`` of every role but production into a
     Parquet file in ``folder``; return (rows, file). What production served stays in the table
     (the audit of what was served); the rows moved are those of shadow and logged models, which a
     comparison reads only within its shadow period. The file is written whole before the rows are
     deleted, so a crash between the two leaves the rows in both places, never in neither: the
-    archive's key is (model_version, symbol, date), the first copy of a key is the one to read."""
+    archive's key is (model_version, symbol, date), the first copy of a key is the one to read.
+
+    Rows move in batches: only once the oldest of them lies ``batch_days`` before ``before``, so a
+    daily predictions job writes about one file a month, not one a day (rows stay in the table up
+    to that much past the retention)."""
     where = "date < ? AND role <> ?"
-    (rows,) = one(conn, f"SELECT count(*) FROM predictions WHERE {where}", [before, PRODUCTION])
-    if not rows:
+    rows, oldest = one(
+        conn, f"SELECT count(*), min(date) FROM predictions WHERE {where}", [before, PRODUCTION]
+    )
+    if not rows or (before - oldest).days < batch_days:
         return 0, None
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"predictions_before_{before.isoformat()}_{run_id[:8]}.parquet"
