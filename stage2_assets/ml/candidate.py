@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from stage2_assets.faults import fault_point
-from stage2_assets.ml.dataset import Split, fingerprint, time_split
+from stage2_assets.ml.dataset import Split, fingerprint, fit_scaler, time_split
 from stage2_assets.ml.features import FEATURE_COLUMNS, LabelRule
 from stage2_assets.ml.metrics import classification_metrics, majority_baseline, yesterday_baseline
 
@@ -131,14 +131,10 @@ def build_candidate(
         y_train,
         split.scaled(split.val),
         y_val,
-        num_members=retraining.num_models,
-        hidden=retraining.hidden_units,
-        learning_rate=retraining.learning_rate,
-        batch_size=retraining.batch_size,
         max_epochs=retraining.max_epochs,
         patience=retraining.early_stopping_patience,
-        seed=retraining.seed,
         trainer_overrides=trainer_overrides,
+        **_model_arguments(retraining),
         weights=recency_weights(split.train["date"], cutoff, retraining.recency_half_life),
     )
     # the validation figures judge this first fit: the procedure's out-of-sample estimate
@@ -199,27 +195,31 @@ def build_candidate(
     return tensors, metadata
 
 
+def _model_arguments(retraining) -> dict:
+    """The ensemble's shape and optimisation, the same for a fit and its refit."""
+    return {
+        "num_members": retraining.num_models,
+        "hidden": retraining.hidden_units,
+        "learning_rate": retraining.learning_rate,
+        "batch_size": retraining.batch_size,
+        "seed": retraining.seed,
+    }
+
+
 def _refit(split: Split, cutoff: dt.date, retraining, first, trainer_overrides):
     """The model trained from scratch on the whole window for the epochs the first fit chose, its
     scaler fitted on the same rows; and what the metadata records of it."""
     from stage2_assets.ml.training import refit_ensemble
 
     rows = split.whole()
-    values = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
-    mean = values.mean(axis=0).astype(np.float32)
-    std = np.where(values.std(axis=0) > 0, values.std(axis=0), 1.0).astype(np.float32)
-    scaled = Split(rows, rows.iloc[0:0], mean, std).scaled(rows)
+    mean, std = fit_scaler(rows)
     epochs = max(first.best_epoch + 1, 1)
     result = refit_ensemble(
-        scaled,
+        Split(rows, rows.iloc[0:0], mean, std).scaled(rows),
         rows["label"].to_numpy(dtype=np.float32),
         epochs=epochs,
-        num_members=retraining.num_models,
-        hidden=retraining.hidden_units,
-        learning_rate=retraining.learning_rate,
-        batch_size=retraining.batch_size,
-        seed=retraining.seed,
         trainer_overrides=trainer_overrides,
+        **_model_arguments(retraining),
         weights=recency_weights(rows["date"], cutoff, retraining.recency_half_life),
     )
     return (

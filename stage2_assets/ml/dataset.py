@@ -99,10 +99,15 @@ def time_split(
             raise TrainingError(
                 f"the {name} slice ending {cutoff} holds one class only: nothing to learn or judge"
             )
-    values = train[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
+    return Split(train, val, *fit_scaler(train), gap)
+
+
+def fit_scaler(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The features' mean and standard deviation over ``rows`` (1 where a feature is constant)."""
+    values = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
     mean, std = values.mean(axis=0), values.std(axis=0)
     std = np.where(std > 0, std, 1.0)
-    return Split(train, val, mean.astype(np.float32), std.astype(np.float32), gap)
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
