@@ -263,9 +263,10 @@ def cmd_versions(args, settings) -> int:
             f", always up {b['always_up']:.4f}, Brier skill {m['brier_skill']:+.4f}"
             if "always_up" in b and "brier_skill" in m
             else ""
-        )
+        ) + (f", yesterday {b['yesterday']:.4f}" if "yesterday" in b else "")
         t = item["training"]
         levers = [
+            *([f"window {t['window_days']}d"] if t["window_days"] else []),
             *([f"half-life {t['recency_half_life_days']}d"] if t["recency_half_life_days"] else []),
             *(["refit on the whole window: figures of the first fit"] if t["refit"] else []),
         ]

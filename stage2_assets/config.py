@@ -300,8 +300,8 @@ class Retraining(_Section):
         description="Once early stopping has chosen the epoch count on the validation slice, train "
         "again from scratch on the whole window (training, embargo and validation rows, scaler "
         "refitted) for that many epochs and keep that model: the newest days reach the model. Its "
-        "validation figures are the first fit's (the refit holds nothing out); training costs "
-        "about twice as much.",
+        "validation figures are the first fit's (the refit holds nothing out); the refit is a "
+        "second training, of best epoch + 1 epochs.",
     )
     num_models: int = Field(5, ge=1, le=50, description="Ensemble members, each with its own seed.")
     max_epochs: int = Field(20, ge=1, description="Epoch limit per training.")

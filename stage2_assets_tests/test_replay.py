@@ -479,6 +479,7 @@ def test_a_sweep_refuses_what_is_not_a_gate_setting_and_an_unfinished_replay(rep
 
 
 def test_the_printed_summary_names_production_moves_and_the_weeks_to_adapt():
+    from stage2_assets.replay.evaluation import _regime_change
     from stage2_assets.replay.report import summary_lines
 
     report = {
@@ -496,12 +497,20 @@ def test_the_printed_summary_names_production_moves_and_the_weeks_to_adapt():
                 "first_promotion_after": "2024-08-10",
                 "model_cutoff": "2024-07-13",
             },
-            {"change": "2025-01-02"},
+            # a change no fitted model followed, as the evaluation writes it
+            _regime_change(
+                dt.date(2025, 1, 2), [(dt.date(2024, 12, 21), "v1")], {"v1": "2024-12-14"}, 60
+            ),
         ],
     }
+    assert report["regime_changes"][1]["weeks_to_promotion"] is None
     assert summary_lines(report) == [
-        "decisions: promote 5, keep 3; production moved 2 times after its first model",
+        "decisions: promote 5, keep 3; first production from 2024-04-06, then moved 2 times",
         "regime change 2024-07-01: a fitted model served after 6 weeks (promoted 2024-08-10, "
         "cut-off 2024-07-13)",
         "regime change 2025-01-02: no fitted model served by the end of the replay",
     ]
+    report["production_timeline"] = report["production_timeline"][:2]
+    assert summary_lines(report)[0].endswith("then moved 1 time")
+    report["production_timeline"] = []
+    assert "no model reached production" in summary_lines(report)[0]

@@ -81,6 +81,17 @@ def differences_table(report: dict) -> pd.DataFrame:
     )
 
 
+def _production_story(timeline: list[dict]) -> str:
+    """When production began and how often it moved after that."""
+    if not timeline:
+        return "; no model reached production (the bootstrap rule refused every candidate)"
+    moves = len(timeline) - 1
+    return (
+        f"; first production from {timeline[0]['after']}, then moved {moves} "
+        f"time{'s' if moves != 1 else ''}"
+    )
+
+
 def summary_lines(report: dict) -> list[str]:
     """One line per arm and one for the decisions: what a replay prints when it ends."""
     lines = []
@@ -110,16 +121,16 @@ def summary_lines(report: dict) -> list[str]:
     lines.append(
         "decisions: "
         + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["decisions"].items())
-        + f"; production moved {max(len(report.get('production_timeline', [])) - 1, 0)} times "
-        "after its first model"
+        + _production_story(report.get("production_timeline", []))
     )
     for change in report.get("regime_changes", []):
+        weeks = change.get("weeks_to_promotion")
         lines.append(
             f"regime change {change['change']}: "
             + (
-                f"a fitted model served after {change['weeks_to_promotion']} weeks "
+                f"a fitted model served after {weeks} week{'s' if weeks != 1 else ''} "
                 f"(promoted {change['first_promotion_after']}, cut-off {change['model_cutoff']})"
-                if "weeks_to_promotion" in change
+                if weeks is not None
                 else "no fitted model served by the end of the replay"
             )
         )
