@@ -24,6 +24,7 @@ import pandas as pd
 
 from stage2_assets.faults import fault_point
 from stage2_assets.market.calendar import sessions_between
+from stage2_assets.resources.warehouse import symbol_ranges
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -375,16 +376,14 @@ JUDGE_CHUNK_ROWS = 1_000_000  # rows Great Expectations judges at once (about 1 
 
 
 def _symbol_chunks(rows: pd.DataFrame, limit: int):
-    """``rows`` (sorted by symbol) in consecutive groups of whole symbols of about ``limit`` rows,
-    each indexed from 0."""
+    """``rows`` (sorted by symbol) in consecutive groups of whole symbols of about ``limit`` rows
+    (the ranges the gate reads pending bars in), each indexed from 0."""
     if len(rows) <= limit:
         yield rows
         return
-    ends = rows.groupby("symbol", sort=False).size().cumsum().to_numpy()
+    sizes = rows.groupby("symbol", sort=False).size()
+    ends = dict(zip(sizes.index, sizes.cumsum(), strict=True))
     start = 0
-    while start < len(rows):
-        # the last symbol boundary within the limit (at least one whole symbol)
-        stop = ends[max(np.searchsorted(ends, start + limit, side="right") - 1, 0)]
-        stop = max(stop, ends[np.searchsorted(ends, start, side="right")])
-        yield rows.iloc[start:stop].reset_index(drop=True)
-        start = stop
+    for _, last in symbol_ranges(list(sizes.items()), limit):
+        yield rows.iloc[start : ends[last]].reset_index(drop=True)
+        start = ends[last]

@@ -235,9 +235,8 @@ def with_archive(conn: duckdb.DuckDBPyConnection, folder: Path) -> str:
     return "all_predictions"
 
 
-ARCHIVE_BATCH_DAYS = (
-    28  # rows move once the oldest is this far past the retention: one file a month
-)
+# rows move once the oldest is this far past the retention: about one archive file a month
+ARCHIVE_BATCH_DAYS = 28
 
 
 def archive_predictions(
