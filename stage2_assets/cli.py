@@ -323,14 +323,10 @@ def _pointer(
         store.append_event("noted", version, reason=f"{job}: already production; nothing moved")
         print(f"{version} is already production; nothing moved (logged)")
         return 0
-    if job == "rollback_production" and not version:
-        from stage2_assets.promotion.shadow import previous_production
+    if job == "rollback_production":
+        from stage2_assets.promotion.pointer import rollback_target
 
-        if previous_production(store) is None:
-            raise Stage2Error(
-                "no previous production version to roll back to; name one "
-                "(`stage2 rollback VERSION`, see `stage2 versions`)"
-            )
+        rollback_target(store, version or None)  # refuse before launching anything
     config = {
         "ops": {
             "production_pointer": {

@@ -219,7 +219,8 @@ def test_manual_rollback_and_promote_are_jobs_and_are_logged(loop, capsys):
         ("manual_promote", candidate, "manual override (stage2 promote)", AS_OF),
     ]
     capsys.readouterr()
-    for bad in (["rollback", "../x"], ["promote", "v20990101-000000"]):
+    never = next(v for v in reversed(store.versions()) if v not in store.production_history())
+    for bad in (["rollback", "../x"], ["promote", "v20990101-000000"], ["rollback", never]):
         assert main(["--config", config, *bad]) == 2
         assert store.production() == candidate
     err = capsys.readouterr().err
@@ -229,6 +230,8 @@ def test_manual_rollback_and_promote_are_jobs_and_are_logged(loop, capsys):
     assert (
         "'../x' is not a model version name" in err
         and "v20990101-000000 is not in the model store" in err
+        and f"{never} never served in production" in err
+        and f"`stage2 promote {never}`" in err
     )
 
 

@@ -256,8 +256,9 @@ def manual_promote(store: ModelStore, version: str, reason: str, as_of: str | No
     return {"action": "manual_promote", "version": version, "reason": reason or "manual override"}
 
 
-def rollback(store: ModelStore, version: str | None, reason: str, as_of: str | None = None) -> dict:
-    """Point production back at ``version``, or at the version it served before the current one."""
+def rollback_target(store: ModelStore, version: str | None) -> str:
+    """The version a rollback returns to: ``version``, which must have served in production
+    before, or the one production served before the current one."""
     target = validate_version(version) if version else previous_production(store)
     if target is None:
         raise ModelStoreError(
@@ -266,6 +267,19 @@ def rollback(store: ModelStore, version: str | None, reason: str, as_of: str | N
     if target == store.production():
         raise ModelStoreError(f"{target} is already production")
     store.version_path(target)
+    served = store.production_history()
+    if target not in served:
+        raise ModelStoreError(
+            f"{target} never served in production, so there is nothing to roll back to (served: "
+            f"{', '.join(dict.fromkeys(reversed(served))) or 'none'}); to put it in production "
+            f"anyway: `stage2 promote {target}`"
+        )
+    return target
+
+
+def rollback(store: ModelStore, version: str | None, reason: str, as_of: str | None = None) -> dict:
+    """Point production back at ``version``, or at the version it served before the current one."""
+    target = rollback_target(store, version)
     dated = {"as_of": as_of} if as_of else {}
     store.set_production(target, "rolled_back", reason or "manual rollback", **dated)
     return {"action": "rolled_back", "version": target, "reason": reason or "manual rollback"}
