@@ -225,7 +225,7 @@ def test_lineage_page_shows_every_asset_in_its_group(webserver, page):
 def test_asset_pages_show_their_checks(webserver, page, asset, check):
     base, _ = webserver
     page.goto(f"{base}/assets/{asset}?view=checks")
-    page.wait_for_timeout(3000)
+    page.get_by_text(check).first.wait_for(timeout=30_000)  # fails here if never shown
     assert check in page.inner_text("body")
 
 
@@ -251,7 +251,7 @@ def test_asset_and_check_descriptions_are_shown(webserver, page, url, words):
 def test_automation_page_lists_schedules_and_sensors(webserver, page):
     base, _ = webserver
     page.goto(f"{base}/automation")
-    page.wait_for_timeout(3000)
+    page.get_by_text("weekly_refresh_schedule").first.wait_for(timeout=30_000)
     text = page.inner_text("body")
     for name in (
         "weekly_refresh_schedule",
@@ -294,6 +294,7 @@ _NODE_JS = """(name) => {
   let node = named;
   const isCount = (e) => /^\\d+ partitions$/.test(e.textContent.trim()) && e.children.length === 0;
   while (node && ![...node.querySelectorAll('*')].some(isCount)) node = node.parentElement;
+  if (!node) return null;  // not drawn yet, or its partition count not arrived: wait_for_function polls
   let row = [...node.querySelectorAll('*')].find(isCount);
   while (row !== node && getComputedStyle(row).backgroundColor === 'rgba(0, 0, 0, 0)') row = row.parentElement;
   return {text: node.innerText, statusBackground: getComputedStyle(row).backgroundColor};
@@ -325,8 +326,16 @@ def test_lineage_colours_a_weekly_asset_by_every_week_not_by_the_latest(webserve
 
     page.goto(f"{base}/locations/stage2/asset-groups/market_data")
     page.get_by_text("validated_bars", exact=True).first.wait_for(timeout=30_000)
-    page.wait_for_timeout(3000)  # live data (partition counts, checks) arrives after the graph
     _skip_community_dialog(page)
+    # live data (partition counts, run status, checks) arrives after the graph, in any order and
+    # on a slow machine seconds later: poll until raw_bars' node shows its failed run (a node that
+    # never does fails here, on the timeout)
+    page.wait_for_function(
+        f"(name) => {{ const n = ({_NODE_JS})(name); return n && n.text.includes('failed') && n.text.includes('Passed'); }}",
+        arg="raw_bars",
+        timeout=60_000,
+    )
+    page.wait_for_function(f"(name) => ({_NODE_JS})(name)", arg="validated_bars", timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "ui-lineage-old-week-failed.png"))
     node = page.evaluate(_NODE_JS, "raw_bars")
     untouched = page.evaluate(_NODE_JS, "validated_bars")
