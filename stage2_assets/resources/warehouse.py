@@ -8,10 +8,12 @@ fails with a message that names the file.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
@@ -145,7 +147,15 @@ def one(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -
 
 def has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     """Whether the store has this table yet (a store opened read-only keeps its old schema)."""
-    return one(conn, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name])[0] > 0
+    return (
+        one(
+            conn,
+            "SELECT count(*) FROM duckdb_tables() "
+            "WHERE table_name = ? AND database_name = current_database()",
+            [name],
+        )[0]
+        > 0
+    )
 
 
 def _ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
@@ -219,20 +229,53 @@ def _busy(path: Path, exc: BaseException) -> WarehouseBusyError:
 _HEADERS = 3 * 4096  # DuckDB's main header and its two database headers
 
 
-def _check_length(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _check_length(conn: duckdb.DuckDBPyConnection, path: Path, alias: str) -> None:
     """A file cut short opens, and may answer the queries that touch only its first blocks: its
     length must at least hold the blocks in use (each has a slot of its own; free blocks may lie
     past the end of the file, so the total is no bound). Skipped while a write-ahead log is pending."""
     if Path(f"{path}.wal").exists():
         return
-    _, _, block_size, _, used_blocks, *_ = conn.execute("PRAGMA database_size").fetchall()[0]
+    block_size, used_blocks = one(
+        conn,
+        "SELECT block_size, used_blocks FROM pragma_database_size() WHERE database_name = ?",
+        [alias],
+    )
     expected = _HEADERS + int(used_blocks) * int(block_size)
     length = path.stat().st_size
     if length < expected:
-        conn.close()
         raise _corrupt(
             path, f"the file holds {length} bytes, fewer than the {expected} its blocks in use need"
         )
+
+
+class _Attached:
+    """A warehouse file attached to this process's DuckDB instance, and how many use it."""
+
+    def __init__(self, alias: str, read_only: bool):
+        self.alias, self.read_only, self.users = alias, read_only, 0
+
+
+# Creating a DuckDB instance costs 20-35 ms here (its catalog of built-in functions) and closing a
+# file's instance about as much again; a refresh and its gate open the warehouse several times.
+# So each process keeps one in-memory instance per configuration and attaches a warehouse file to
+# it while a connection uses it: the file is detached (checkpointed, its lock released) when the
+# last connection closes, as closing its own instance did, so other processes see the same
+# locking as before. Keyed by process id: a forked child builds its own.
+_SHARED = threading.Lock()
+_INSTANCES: dict[tuple, duckdb.DuckDBPyConnection] = {}
+_FILES: dict[tuple, _Attached] = {}
+_ALIASES = itertools.count()
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _instance(config: dict) -> duckdb.DuckDBPyConnection:
+    key = (os.getpid(), tuple(sorted((str(k), str(v)) for k, v in config.items())))
+    if key not in _INSTANCES:
+        _INSTANCES[key] = duckdb.connect(":memory:", config=config)
+    return _INSTANCES[key]
 
 
 class Warehouse(DuckDBResource):
@@ -242,33 +285,73 @@ class Warehouse(DuckDBResource):
     holder; a file DuckDB cannot read is reported corrupt, naming the way back, whether that shows
     when it is opened or in a query."""
 
-    def _open(self, path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-        def attempt() -> duckdb.DuckDBPyConnection:
+    def _attach(self, base: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> str:
+        """Attach the file to ``base`` under a fresh alias (waiting out another process's lock)
+        and check it is whole; return the alias."""
+        alias = f"warehouse_{next(_ALIASES)}"
+        mode = " (READ_ONLY)" if read_only else ""
+
+        def attempt() -> None:
             try:
-                return duckdb.connect(
-                    str(path),
-                    read_only=read_only,
-                    config={**_OFFLINE, **_MEMORY, **self.connection_config},
-                )
+                base.execute(f"ATTACH {_sql_text(str(path))} AS {alias}{mode}")
             except duckdb.IOException as exc:
                 if "Could not set lock" in str(exc):
                     raise _Locked(str(exc)) from None
                 raise
 
         try:
-            conn = backoff(fn=attempt, retry_on=(_Locked,), max_retries=8)
-            _check_length(conn, path)
-            return conn
+            backoff(fn=attempt, retry_on=(_Locked,), max_retries=8)
         except _Locked as exc:
             raise _busy(path, exc) from None
-        except WarehouseCorruptError:
-            raise
         except duckdb.Error as exc:
             if _looks_corrupt(exc):
                 raise _corrupt(path, exc) from None
             raise Stage2Error(
                 f"warehouse {path} cannot be opened (DuckDB: {str(exc).splitlines()[0]})"
             ) from None
+        try:
+            _check_length(base, path, alias)
+        except WarehouseCorruptError:
+            base.execute(f"DETACH {alias}")
+            raise
+        # what spills goes beside the file, as with the file's own instance (unless another
+        # warehouse's spill files are in use: they stay where they are)
+        with suppress(duckdb.Error):
+            base.execute(f"SET temp_directory = {_sql_text(f'{path}.tmp')}")
+        return alias
+
+    @contextmanager
+    def _file(self, path: Path, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection whose default database is the warehouse file, attached while in use. A
+        reader may share a writer's attachment in this process; a writer may not share a
+        reader's (as DuckDB refuses two configurations of one file in one process)."""
+        config = {**_OFFLINE, **_MEMORY, **self.connection_config}
+        key = (os.getpid(), tuple(sorted(map(str, config.items()))), str(path.resolve()))
+        with _SHARED:
+            base = _instance(config)
+            entry = _FILES.get(key)
+            if entry is None:
+                entry = _Attached(self._attach(base, path, read_only), read_only)
+                _FILES[key] = entry
+            elif entry.read_only and not read_only:
+                raise Stage2Error(
+                    f"warehouse {path} is open read-only in this process: a write must wait "
+                    "until that connection closes"
+                )
+            entry.users += 1
+        conn = None
+        try:
+            conn = base.cursor()
+            conn.execute(f"USE {entry.alias}")
+            yield conn
+        finally:
+            if conn is not None:
+                conn.close()
+            with _SHARED:
+                entry.users -= 1
+                if entry.users == 0:
+                    del _FILES[key]
+                    base.execute(f"DETACH {entry.alias}")
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -276,25 +359,26 @@ class Warehouse(DuckDBResource):
         if read_only and not path.exists():
             conn = duckdb.connect(":memory:", config=_OFFLINE)
             conn.execute(SCHEMA)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._open(path, read_only)
+            try:
+                yield conn
+            finally:
+                conn.close()
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._file(path, read_only) as conn:
             if not read_only:
                 try:
                     _ensure_schema(conn)
                 except duckdb.Error as exc:
-                    conn.close()
                     if _looks_corrupt(exc):
                         raise _corrupt(path, exc) from None
                     raise
-        try:
-            yield conn
-        except duckdb.Error as exc:
-            if _looks_corrupt(exc):  # a file that opened but breaks when read
-                raise _corrupt(path, exc) from None
-            raise
-        finally:
-            conn.close()
+            try:
+                yield conn
+            except duckdb.Error as exc:
+                if _looks_corrupt(exc):  # a file that opened but breaks when read
+                    raise _corrupt(path, exc) from None
+                raise
 
     def query_df(self, sql: str, params: list | None = None):
         """Run a read-only query and return a pandas frame."""
