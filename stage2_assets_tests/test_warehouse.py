@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -72,3 +73,31 @@ def test_two_warehouses_in_one_process_keep_their_own_tables(tmp_path):
         assert b.execute("SELECT count(*) FROM raw_bars").fetchall() == [(0,)]
     assert first.query_df("SELECT count(*) AS n FROM raw_bars")["n"].tolist() == [1]
     assert second.query_df("SELECT count(*) AS n FROM raw_bars")["n"].tolist() == [0]
+
+
+def test_a_write_from_another_thread_waits_for_this_process_readers_then_runs(tmp_path):
+    warehouse = Warehouse(database=str(tmp_path / "stage2.duckdb"))
+    with warehouse.connect():
+        pass
+    started, wrote, failed = threading.Event(), threading.Event(), []
+
+    def write():
+        started.set()
+        try:
+            with warehouse.connect() as conn:
+                conn.execute(
+                    "INSERT INTO raw_bars (symbol, date, source) VALUES ('AAA', DATE '2024-01-02', 't')"
+                )
+            wrote.set()
+        except Exception as exc:  # reported below, on the test's thread
+            failed.append(exc)
+
+    with warehouse.connect(read_only=True) as reader:
+        writer = threading.Thread(target=write)
+        writer.start()
+        started.wait(10)
+        assert not wrote.wait(0.5)  # held back while the read is open
+        assert reader.execute("SELECT count(*) FROM raw_bars").fetchall() == [(0,)]
+    writer.join(30)
+    assert failed == [] and wrote.is_set()
+    assert warehouse.query_df("SELECT symbol FROM raw_bars")["symbol"].tolist() == ["AAA"]

@@ -12,6 +12,7 @@ import itertools
 import os
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -249,10 +250,11 @@ def _check_length(conn: duckdb.DuckDBPyConnection, path: Path, alias: str) -> No
 
 
 class _Attached:
-    """A warehouse file attached to this process's DuckDB instance, and how many use it."""
+    """A warehouse file attached to this process's DuckDB instance, and the threads using it."""
 
     def __init__(self, alias: str, read_only: bool):
-        self.alias, self.read_only, self.users = alias, read_only, 0
+        self.alias, self.read_only = alias, read_only
+        self.users: Counter[int] = Counter()  # thread id -> open connections
 
 
 # Creating a DuckDB instance costs 20-35 ms here (its catalog of built-in functions) and closing a
@@ -261,7 +263,9 @@ class _Attached:
 # it while a connection uses it: the file is detached (checkpointed, its lock released) when the
 # last connection closes, as closing its own instance did, so other processes see the same
 # locking as before. Keyed by process id: a forked child builds its own.
-_SHARED = threading.Lock()
+_SHARED = threading.Condition()
+# How long a write waits for other threads' reads of the file in this process to end.
+_READERS_WAIT_S = 60.0
 _INSTANCES: dict[tuple, duckdb.DuckDBPyConnection] = {}
 _FILES: dict[tuple, _Attached] = {}
 _ALIASES = itertools.count()
@@ -323,22 +327,28 @@ class Warehouse(DuckDBResource):
     @contextmanager
     def _file(self, path: Path, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection whose default database is the warehouse file, attached while in use. A
-        reader may share a writer's attachment in this process; a writer may not share a
-        reader's (as DuckDB refuses two configurations of one file in one process)."""
+        reader shares a writer's attachment in this process; a writer waits for other threads'
+        reads to end (the file is attached read-only meanwhile) and is refused at once where its
+        own thread holds a read, which would never end first."""
         config = {**_OFFLINE, **_MEMORY, **self.connection_config}
         key = (os.getpid(), tuple(sorted(map(str, config.items()))), str(path.resolve()))
+        me = threading.get_ident()
         with _SHARED:
             base = _instance(config)
             entry = _FILES.get(key)
+            if entry is not None and entry.read_only and not read_only:
+                if entry.users[me] or not _SHARED.wait_for(
+                    lambda: _FILES.get(key) is None, timeout=_READERS_WAIT_S
+                ):
+                    raise Stage2Error(
+                        f"warehouse {path} is open read-only in this process: a write must wait "
+                        "until that connection closes"
+                    )
+                entry = None
             if entry is None:
                 entry = _Attached(self._attach(base, path, read_only), read_only)
                 _FILES[key] = entry
-            elif entry.read_only and not read_only:
-                raise Stage2Error(
-                    f"warehouse {path} is open read-only in this process: a write must wait "
-                    "until that connection closes"
-                )
-            entry.users += 1
+            entry.users[me] += 1
         conn = None
         try:
             conn = base.cursor()
@@ -348,10 +358,13 @@ class Warehouse(DuckDBResource):
             if conn is not None:
                 conn.close()
             with _SHARED:
-                entry.users -= 1
-                if entry.users == 0:
+                entry.users[me] -= 1
+                if entry.users[me] == 0:
+                    del entry.users[me]
+                if not entry.users:
                     del _FILES[key]
                     base.execute(f"DETACH {entry.alias}")
+                    _SHARED.notify_all()
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
