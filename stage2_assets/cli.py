@@ -472,11 +472,17 @@ def cmd_predict(args, settings) -> int:
 
     if args.at:
         return _predict_at(args, settings)
+    today = dt.date.today()
+    if args.as_of and args.as_of > today:
+        raise Stage2Error(
+            f"--as-of {args.as_of} lies in the future; predict answers for a day up to today "
+            f"({today}) from the newest features on or before it"
+        )
     store = _store(settings)
     predictor = EnsemblePredictor.load(
         store, validate_version(args.version) if args.version else None
     )
-    day = args.as_of or dt.date.today()
+    day = args.as_of or today
     with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
         rows = conn.execute(
             "SELECT * FROM features WHERE date <= ? QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY date DESC) = 1 ORDER BY symbol",
@@ -877,11 +883,15 @@ def cmd_status(args, settings) -> int:
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
+        if not settings.warehouse_path.exists():  # a mistyped path reads as an empty store
+            print(
+                f"warehouse {settings.warehouse_path} does not exist yet: nothing was refreshed "
+                "into it (check storage.warehouse in the config, or run `stage2 refresh`)"
+            )
         print(f"source: {status['source']}")
         for name, table in status["tables"].items():
-            print(
-                f"{name:16} {table['rows']:>9} rows {table['symbols']:>5} symbols  {table['first_date']} .. {table['last_date']}"
-            )
+            span = f"{table['first_date']} .. {table['last_date']}" if table["rows"] else "-"
+            print(f"{name:16} {table['rows']:>9} rows {table['symbols']:>5} symbols  {span}")
         last = status["last_refresh"]
         from stage2_assets.market.refresh import named
 

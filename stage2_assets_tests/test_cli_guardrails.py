@@ -19,6 +19,24 @@ def test_a_future_as_of_is_refused_with_the_valid_range(write_settings, capsys, 
     assert not settings.warehouse_path.exists()  # nothing ran
 
 
+def test_predict_for_a_day_in_the_future_is_refused_in_one_line(write_settings, capsys):
+    settings = write_settings()
+    future = dt.date.today() + dt.timedelta(days=3 * 365)  # past the calendar's last session too
+    code = main(["--config", str(settings.config_path), "predict", "--as-of", future.isoformat()])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"--as-of {future} lies in the future" in err and "Traceback" not in err
+
+
+def test_status_of_a_warehouse_that_does_not_exist_says_so(write_settings, capsys):
+    settings = write_settings()
+    assert main(["--config", str(settings.config_path), "status"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"warehouse {settings.warehouse_path} does not exist yet")
+    assert "raw_bars                 0 rows     0 symbols  -" in out and "None .. None" not in out
+    assert not settings.warehouse_path.exists()  # reading it created nothing
+
+
 def test_an_as_of_before_the_first_partition_is_refused(write_settings, capsys):
     settings = write_settings()
     assert main(["--config", str(settings.config_path), "weekly", "--as-of", "2014-06-01"]) == 2

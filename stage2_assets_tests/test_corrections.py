@@ -50,6 +50,7 @@ def test_a_corrected_file_releases_its_symbol_and_the_replaced_rows_are_audited(
     twice = bad[bad["date"] == "2019-06-19"].assign(close=lambda f: f["close"] * 1.1)
     write_csv(folder, BAD, pd.concat([bad, twice]).sort_values("date", kind="stable"))
     assert main([*config, "refresh", "--as-of", "2019-06-21"]) == 0
+    assert "released" not in capsys.readouterr().out
     assert _query(settings, "SELECT symbol FROM quarantine") == [(BAD,)]
     day = f"symbol = '{BAD}' AND date = '2019-06-19'"
     assert _query(settings, f"SELECT count(*) FROM raw_bars WHERE {day}") == [(2,)]
@@ -68,8 +69,12 @@ def test_a_corrected_file_releases_its_symbol_and_the_replaced_rows_are_audited(
     # the vendor fixes the file; the next week's refresh releases AEP
     for symbol, frame in frames.items():
         write_csv(folder, symbol, frame[frame["date"] <= "2019-06-28"])
+    capsys.readouterr()
     assert main([*config, "refresh", "--as-of", "2019-06-28"]) == 0
     assert _query(settings, "SELECT count(*) FROM quarantine") == [(0,)]
+    out = capsys.readouterr().out
+    assert "gate: passed; quarantined: none" in out
+    assert "  released: AEP (quarantined before; its bars, fetched again, passed)" in out
     assert _query(settings, f"SELECT count(*) FROM raw_bars WHERE {day}") == [(1,)]
     ((close,),) = _query(settings, f"SELECT close FROM validated_bars WHERE {day}")
     original = frames[BAD].set_index("date").loc["2019-06-19", "close"]

@@ -101,3 +101,16 @@ def test_a_write_from_another_thread_waits_for_this_process_readers_then_runs(tm
     writer.join(30)
     assert failed == [] and wrote.is_set()
     assert warehouse.query_df("SELECT symbol FROM raw_bars")["symbol"].tolist() == ["AAA"]
+
+
+def test_what_spilled_to_disk_is_removed_when_the_last_connection_closes(tmp_path):
+    path = tmp_path / "stage2.duckdb"
+    warehouse = Warehouse(database=str(path), connection_config={"memory_limit": "60MB"})
+    spill = tmp_path / "stage2.duckdb.tmp"
+    with warehouse.connect() as conn:
+        conn.execute("CREATE TABLE big AS SELECT i, random() AS r FROM range(3000000) t(i)")
+        conn.execute("SELECT count(*) FROM (SELECT * FROM big ORDER BY r DESC)").fetchall()
+        assert spill.is_dir()  # over its 60 MB the sort spilled beside the file
+    assert not spill.exists()
+    with warehouse.connect(read_only=True) as conn:  # and the store opens again as before
+        assert conn.execute("SELECT count(*) FROM big").fetchall() == [(3_000_000,)]

@@ -76,6 +76,18 @@ def week_summary(settings, result, as_of) -> dict:
                 [run_id],
             ).fetchall()
             held = conn.execute("SELECT symbol, reasons FROM quarantine ORDER BY symbol").fetchall()
+            # passed in this run, failed at their verdict before it: a correction released them
+            released = conn.execute(
+                """
+                SELECT q.symbol FROM quality_log q
+                WHERE q.run_id = ? AND q.passed AND NOT coalesce((
+                    SELECT p.passed FROM quality_log p
+                    WHERE p.symbol = q.symbol AND p.checked_at < q.checked_at
+                    ORDER BY p.checked_at DESC LIMIT 1), true)
+                ORDER BY q.symbol
+                """,
+                [run_id],
+            ).fetchall()
             decisions = conn.execute(
                 "SELECT candidate, production, decision, reason, metric, effect, lower_bound, "
                 "upper_bound, days, rows FROM shadow_comparisons WHERE run_id = ? ORDER BY candidate",
@@ -95,6 +107,8 @@ def week_summary(settings, result, as_of) -> dict:
                 # every symbol in quarantine after the run, with its reasons
                 "quarantined": {s: json.loads(r) for s, r in held},
                 "flagged": {s: json.loads(w) for s, _, _, w in verdicts if json.loads(w)},
+                # symbols out of quarantine since this run (their bars, fetched again, passed)
+                "released": [s for (s,) in released],
             }
         summary["decisions"] = [
             {
@@ -166,6 +180,11 @@ def summary_lines(summary: dict) -> list[str]:
         state = "passed" if gate["passed"] else "BLOCKED (nothing downstream ran)"
         quarantined = "; ".join(f"{s}: {', '.join(r)}" for s, r in gate["quarantined"].items())
         lines.append(f"gate: {state}; quarantined: {quarantined or 'none'}")
+        if gate.get("released"):
+            lines.append(
+                f"  released: {', '.join(gate['released'])} (quarantined before; its bars, "
+                "fetched again, passed)"
+            )
         if gate["flagged"]:
             lines.append(
                 "  flagged (let through): "

@@ -264,22 +264,33 @@ class _Attached:
 # last connection closes, as closing its own instance did, so other processes see the same
 # locking as before. Keyed by process id: a forked child builds its own.
 _SHARED = threading.Condition()
-# How long a write waits for other threads' reads of the file in this process to end.
-_READERS_WAIT_S = 60.0
 _INSTANCES: dict[tuple, duckdb.DuckDBPyConnection] = {}
 _FILES: dict[tuple, _Attached] = {}
 _ALIASES = itertools.count()
+# How long a write waits for other threads' reads of the file in this process to end.
+_READERS_WAIT_S = 60.0
 
 
 def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _instance(config: dict) -> duckdb.DuckDBPyConnection:
-    key = (os.getpid(), tuple(sorted((str(k), str(v)) for k, v in config.items())))
+def _instance(key: tuple, config: dict) -> duckdb.DuckDBPyConnection:
     if key not in _INSTANCES:
         _INSTANCES[key] = duckdb.connect(":memory:", config=config)
     return _INSTANCES[key]
+
+
+def _release(instance: tuple) -> None:
+    """With no file attached to it, an instance that spilled to disk is closed: DuckDB removes
+    its spill folder (``<warehouse>.tmp``) only then, and it cannot move it elsewhere."""
+    if any(key[:2] == instance for key in _FILES):
+        return
+    base = _INSTANCES[instance]
+    (spill,) = one(base, "SELECT current_setting('temp_directory')")
+    if Path(spill).is_dir():
+        del _INSTANCES[instance]
+        base.close()
 
 
 class Warehouse(DuckDBResource):
@@ -331,10 +342,11 @@ class Warehouse(DuckDBResource):
         reads to end (the file is attached read-only meanwhile) and is refused at once where its
         own thread holds a read, which would never end first."""
         config = {**_OFFLINE, **_MEMORY, **self.connection_config}
-        key = (os.getpid(), tuple(sorted(map(str, config.items()))), str(path.resolve()))
+        instance = (os.getpid(), tuple(sorted(map(str, config.items()))))
+        key = (*instance, str(path.resolve()))
         me = threading.get_ident()
         with _SHARED:
-            base = _instance(config)
+            base = _instance(instance, config)
             entry = _FILES.get(key)
             if entry is not None and entry.read_only and not read_only:
                 if entry.users[me] or not _SHARED.wait_for(
@@ -363,8 +375,11 @@ class Warehouse(DuckDBResource):
                     del entry.users[me]
                 if not entry.users:
                     del _FILES[key]
-                    base.execute(f"DETACH {entry.alias}")
-                    _SHARED.notify_all()
+                    try:
+                        base.execute(f"DETACH {entry.alias}")
+                        _release(instance)
+                    finally:
+                        _SHARED.notify_all()
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
