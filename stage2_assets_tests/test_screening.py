@@ -137,8 +137,9 @@ def test_a_vanished_symbol_is_reported_every_run_and_announced_once(project, cap
     (folder / "CAT.csv").unlink()
     capsys.readouterr()
     assert main([*config, "refresh", "--as-of", "2019-06-21"]) == 0
-    assert "missing: CAT is no longer delivered by the source (since 2019-06-21)" in (
-        capsys.readouterr().out
+    assert (
+        "missing: CAT is no longer delivered by the source (since 2019-06-21); "
+        "its stored bars (to 2019-06-14) are kept" in capsys.readouterr().out
     )
     last = _status(settings, capsys)["last_refresh"]
     assert last["missing_symbols"] == ["CAT"] and last["missing_since"] == {"CAT": "2019-06-21"}
@@ -291,3 +292,19 @@ def test_the_universe_on_a_date_includes_those_that_left_later_and_not_those_tha
     assert main([*config, "predict", "--version", version, "--as-of", "2018-12-14", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert "EVHC" in {r["symbol"] for r in answer["predictions"]} and not answer["left_universe"]
+
+
+def test_a_missing_symbol_never_stored_is_not_said_to_keep_bars():
+    from stage2_assets.reporting.week import notes_lines
+
+    refresh = {
+        "missing_symbols": ["CAT", "MSFT"],
+        "missing_since": {"CAT": "2019-06-21", "MSFT": "2019-06-14"},
+        "missing_last_bar": {"CAT": "2019-06-14", "MSFT": None},
+    }
+    assert notes_lines(refresh) == [
+        "missing: CAT is no longer delivered by the source (since 2019-06-21); "
+        "its stored bars (to 2019-06-14) are kept",
+        "missing: MSFT is no longer delivered by the source (since 2019-06-14); "
+        "no bars of it are stored",
+    ]

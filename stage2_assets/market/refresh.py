@@ -334,6 +334,7 @@ def summarize_log(log: pd.DataFrame, notes: pd.DataFrame | None = None) -> dict:
     noted_keys = {
         "missing_symbols": [s for s, _ in noted(MISSING)],
         "missing_since": {s: d["since"] for s, d in noted(MISSING)},
+        "missing_last_bar": {s: d.get("last_bar") for s, d in noted(MISSING)},
         "refused_files": [{"file": s, "reason": d["reason"]} for s, d in noted(REFUSED_FILE)],
         "readjusted_symbols": [s for s, _ in noted(READJUSTED)],
         "readjustment_factors": {s: d["factor"] for s, d in noted(READJUSTED)},

@@ -142,9 +142,15 @@ def week_summary(settings, result, as_of) -> dict:
 
 def notes_lines(refresh: dict) -> list[str]:
     """What a refresh noticed beside its bars (the ``last_refresh`` notes), one line each."""
+    last_bars = refresh.get("missing_last_bar", {})
     lines = [
         f"missing: {symbol} is no longer delivered by the source "
-        f"(since {refresh['missing_since'][symbol]}); its stored bars are kept"
+        f"(since {refresh['missing_since'][symbol]}); "
+        + (
+            f"its stored bars (to {last_bars[symbol]}) are kept"
+            if last_bars.get(symbol)
+            else "no bars of it are stored"
+        )
         for symbol in refresh.get("missing_symbols", [])
     ]
     lines += [
