@@ -187,6 +187,13 @@ def _skip_community_dialog(page) -> None:
         page.get_by_role("button", name="Skip").click()
 
 
+def _wait_for_text(page, text: str) -> None:
+    """Poll until the page's text holds ``text`` (what the test then asserts on; a long name may
+    show truncated, its whole text in a hidden measuring element): a page that never shows it
+    fails here, after 30 s."""
+    page.wait_for_function("(t) => document.body.innerText.includes(t)", arg=text, timeout=30_000)
+
+
 def _visible(page, text: str) -> int:
     loc = page.get_by_text(text, exact=True)
     return sum(loc.nth(i).is_visible() for i in range(loc.count()))
@@ -225,7 +232,7 @@ def test_lineage_page_shows_every_asset_in_its_group(webserver, page):
 def test_asset_pages_show_their_checks(webserver, page, asset, check):
     base, _ = webserver
     page.goto(f"{base}/assets/{asset}?view=checks")
-    page.get_by_text(check).first.wait_for(timeout=30_000)  # fails here if never shown
+    _wait_for_text(page, check)
     assert check in page.inner_text("body")
 
 
@@ -251,7 +258,7 @@ def test_asset_and_check_descriptions_are_shown(webserver, page, url, words):
 def test_automation_page_lists_schedules_and_sensors(webserver, page):
     base, _ = webserver
     page.goto(f"{base}/automation")
-    page.get_by_text("weekly_refresh_schedule").first.wait_for(timeout=30_000)
+    _wait_for_text(page, "weekly_refresh_schedule")
     text = page.inner_text("body")
     for name in (
         "weekly_refresh_schedule",
