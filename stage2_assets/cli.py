@@ -1091,15 +1091,23 @@ def build_parser() -> argparse.ArgumentParser:
         "ab_testing.false_promotion_budget=0.05,0.1,0.2)",
     )
     replay.set_defaults(func=cmd_replay)
+    said = "copy the warehouse and the model store into a new folder"
     backup = sub.add_parser(
-        "backup", help="copy the warehouse and the model store into a new folder"
+        "backup",
+        help=said,
+        description=f"{said[0].upper()}{said[1:]} (with the predictions archive and a manifest of "
+        "SHA-256 checksums), while a read-only connection keeps writers out: see docs/runbook.md.",
     )
-    backup.add_argument("path")
+    backup.add_argument("path", help="a folder that does not exist yet, or is empty")
     backup.set_defaults(func=cmd_backup)
+    said = "restore a backup into the configured (empty) warehouse and model store"
     restore = sub.add_parser(
-        "restore", help="restore a backup into the configured (empty) warehouse and model store"
+        "restore",
+        help=said,
+        description=f"{said[0].upper()}{said[1:]}, after checking every file's checksum; "
+        "it never overwrites a store that holds data.",
     )
-    restore.add_argument("path")
+    restore.add_argument("path", help="a folder written by `stage2 backup`")
     restore.set_defaults(func=cmd_restore)
     dashboard = sub.add_parser("dashboard", help="write a self-contained HTML dashboard")
     dashboard.add_argument(

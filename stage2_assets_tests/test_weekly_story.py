@@ -53,7 +53,7 @@ def test_weekly_json_is_the_story_and_nothing_else(project, capsys):
     assert story["failures"] == [] and story["refresh"]["stale_sessions"] == 0
     assert story["refresh"]["new"] == story["refresh"]["fetched"] > 0
     assert story["refresh"]["failed_symbols"] == [] and story["refresh"]["missing_symbols"] == []
-    assert story["gate"] == {"passed": True, "quarantined": {}, "flagged": {}}
+    assert story["gate"] == {"passed": True, "quarantined": {}, "flagged": {}, "released": []}
     assert story["candidate"]["version"] == version
     assert story["candidate"]["cutoff"] == "2024-12-27"
     assert set(story["candidate"]["baselines"]) >= {"majority", "always_up"}
