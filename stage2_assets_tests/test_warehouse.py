@@ -105,7 +105,9 @@ def test_a_write_from_another_thread_waits_for_this_process_readers_then_runs(tm
 
 def test_what_spilled_to_disk_is_removed_when_the_last_connection_closes(tmp_path):
     path = tmp_path / "stage2.duckdb"
-    warehouse = Warehouse(database=str(path), connection_config={"memory_limit": "60MB"})
+    warehouse = Warehouse(
+        database=str(path), connection_config={"memory_limit": "60MB", "threads": 1}
+    )
     spill = tmp_path / "stage2.duckdb.tmp"
     with warehouse.connect() as conn:
         conn.execute("CREATE TABLE big AS SELECT i, random() AS r FROM range(3000000) t(i)")
