@@ -1091,21 +1091,20 @@ def build_parser() -> argparse.ArgumentParser:
         "ab_testing.false_promotion_budget=0.05,0.1,0.2)",
     )
     replay.set_defaults(func=cmd_replay)
-    said = "copy the warehouse and the model store into a new folder"
     backup = sub.add_parser(
         "backup",
-        help=said,
-        description=f"{said[0].upper()}{said[1:]} (with the predictions archive and a manifest of "
-        "SHA-256 checksums), while a read-only connection keeps writers out: see docs/runbook.md.",
+        help="copy the warehouse and the model store into a new folder",
+        description="Copy the warehouse and the model store into a new folder (with the "
+        "predictions archive and a manifest of SHA-256 checksums), while a read-only connection "
+        "keeps writers out: see docs/runbook.md.",
     )
     backup.add_argument("path", help="a folder that does not exist yet, or is empty")
     backup.set_defaults(func=cmd_backup)
-    said = "restore a backup into the configured (empty) warehouse and model store"
     restore = sub.add_parser(
         "restore",
-        help=said,
-        description=f"{said[0].upper()}{said[1:]}, after checking every file's checksum; "
-        "it never overwrites a store that holds data.",
+        help="restore a backup into the configured (empty) warehouse and model store",
+        description="Restore a backup into the configured (empty) warehouse and model store, "
+        "after checking every file's checksum; it never overwrites a store that holds data.",
     )
     restore.add_argument("path", help="a folder written by `stage2 backup`")
     restore.set_defaults(func=cmd_restore)

@@ -251,7 +251,7 @@ def test_asset_and_check_descriptions_are_shown(webserver, page, url, words):
     base, _ = webserver
     page.goto(f"{base}{url}")
     # the first page of a fresh webserver can take a while: wait for the words, then assert
-    page.get_by_text(words).first.wait_for(timeout=30_000)
+    _wait_for_text(page, words)
     assert words in page.inner_text("body")
 
 
