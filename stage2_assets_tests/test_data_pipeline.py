@@ -142,14 +142,75 @@ def test_a_blocked_gate_stays_blocked_when_run_again_on_the_same_data(write_sett
     assert "(unchanged since its quarantine)" in check.description
 
 
+def test_a_blocked_gates_bars_are_read_again_by_the_next_gate(write_settings, instance):
+    """The gate compares only the raw bars of refresh runs no applied gate has read: a blocked
+    gate's run stays unread, so the bars it fetched reach validated_bars once a gate passes; a
+    rerun with nothing new reads no run at all."""
+    settings = write_settings()
+    first = run_refresh(settings, instance, dt.date(2024, 6, 28))
+    assert first.success
+    assert query(settings, "SELECT * FROM gate_reads") == [
+        (first.run_id, first.run_id, True, query(settings, "SELECT read_at FROM gate_reads")[0][0])
+    ]
+    warts = {"simulated": {"warts": ["zero_price", "nan_close", "bad_high"]}}
+    bad = write_settings({"data_source": warts})
+    blocked = run_refresh(bad, instance, dt.date(2024, 12, 27))
+    assert not blocked.success
+    reads = "SELECT run_id, raw_run_id, applied FROM gate_reads ORDER BY read_at, raw_run_id"
+    assert query(bad, reads)[1:] == [(blocked.run_id, blocked.run_id, False)]
+    assert query(bad, "SELECT max(date) FROM validated_bars WHERE symbol = 'SIM005'") == [
+        (dt.date(2024, 6, 28),)
+    ]
+    # the same data, under a gate that allows half the symbols to fail: what the blocked run
+    # fetched for the three good symbols is judged and validated now
+    lenient = write_settings(
+        {"data_source": warts, "data_refresh": {"quality": {"max_failed_symbol_share": 0.5}}}
+    )
+    passed = run_refresh(lenient, instance, dt.date(2024, 12, 27))
+    assert passed.success
+    assert (passed.run_id, blocked.run_id, True) in query(lenient, reads)
+    assert query(
+        lenient,
+        "SELECT symbol, max(date) FROM validated_bars GROUP BY symbol ORDER BY symbol",
+    ) == [(f"SIM00{i}", dt.date(2024, 6, 28)) for i in range(3)] + [
+        (f"SIM00{i}", dt.date(2024, 12, 27)) for i in range(3, 6)
+    ]
+    rerun = run_refresh(lenient, instance, dt.date(2024, 12, 27))
+    assert rerun.success
+    assert query(lenient, f"SELECT count(*) FROM gate_reads WHERE run_id = '{rerun.run_id}'") == [
+        (0,)
+    ]
+
+
+def test_a_bar_stored_by_hand_without_a_run_is_compared_by_every_gate(write_settings, instance):
+    """A bar written into raw_bars by hand has no run: every gate compares it, however many
+    gates have applied since."""
+    settings = write_settings()
+    assert run_refresh(settings, instance, dt.date(2024, 6, 28)).success
+    validated = "SELECT close FROM validated_bars WHERE symbol = 'SIM003' AND date = '2024-06-20'"
+    ((close,),) = query(settings, validated)
+    for factor in (1.001, 1.002):
+        with Warehouse(database=str(settings.warehouse_path)).connect() as conn:
+            # the day's raw bar replaced by hand, with another close and no run
+            conn.execute("DELETE FROM raw_bars WHERE symbol = 'SIM003' AND date = '2024-06-20'")
+            conn.execute(
+                "INSERT INTO raw_bars SELECT symbol, date, open, high, low, ?, volume, source, "
+                "NULL, now() FROM validated_bars WHERE symbol = 'SIM003' AND date = '2024-06-20'",
+                [close * factor],
+            )
+        assert run_refresh(settings, instance, dt.date(2024, 6, 28)).success
+        assert query(settings, validated) == [(pytest.approx(close * factor),)]
+
+
 def test_a_second_copy_of_a_validated_day_is_judged_beside_the_first(write_settings, instance):
     """A feed that adds another copy of an already validated day, with another close: both copies
     are judged together, so the unique-days rule sees the duplicate and quarantines the symbol."""
     settings = write_settings()
     assert run_refresh(settings, instance, dt.date(2024, 6, 28)).success
     with Warehouse(database=str(settings.warehouse_path)).connect() as conn:
+        # stored as a refresh stores a bar: with the run that stored it
         conn.execute(
-            "INSERT INTO raw_bars SELECT symbol, date, open, high, low, close * 1.001, volume, source, run_id, fetched_at "
+            "INSERT INTO raw_bars SELECT symbol, date, open, high, low, close * 1.001, volume, source, 'feed-copy', fetched_at "
             "FROM raw_bars WHERE symbol = 'SIM003' AND date = '2024-06-20'"
         )
     before = query(
@@ -287,8 +348,8 @@ def test_a_large_load_read_and_judged_in_ranges_of_symbols_gets_the_same_verdict
     monkeypatch.setattr(
         validation,
         "pending_bars",
-        lambda conn, skip=None, symbols=None: (
-            ranges.append(symbols) or original(conn, skip, symbols)
+        lambda conn, skip=None, symbols=None, runs=None: (
+            ranges.append(symbols) or original(conn, skip, symbols, runs)
         ),
     )
     assert run_refresh(ranged, instance, as_of).success

@@ -2,7 +2,10 @@
 
 Pending bars are raw bars that no validated bar matches exactly: new bars, revised bars, and
 the whole history of a symbol that has never passed. Validating only them keeps each refresh's
-cost proportional to what changed. A quarantined symbol is judged again on its raw history when its
+cost proportional to what changed. Only the bars of refresh runs that no applied gate has read can
+be pending (``gate_reads``: each gate's refresh runs, marked applied when validated_bars is written
+from its verdicts), so the exact comparison reads those runs' bars, not the whole history; a
+blocked gate leaves its runs unapplied, to be read again. A quarantined symbol is judged again on its raw history when its
 raw bars changed since its verdict (so it leaves quarantine once its provider corrects the data);
 when they did not, the verdict stands and the symbol is not judged again, so a rerun or a quiet week
 is not blocked by a symbol that was already quarantined. The failed share is over every symbol the
@@ -29,14 +32,17 @@ def _columns(alias: str) -> str:
     return ", ".join(f"{alias}.{c}" for c in _COLUMNS)
 
 
-def _pending_sql(within: str = "", skip: bool = False, since: dt.date | None = None) -> str:
+def _pending_sql(
+    within: str = "", skip: bool = False, since: dt.date | None = None, runs: bool = False
+) -> str:
     """The CTEs ``changed`` (the days on which some raw row differs from the validated bar) and
     ``pending`` (every raw row of those days: a second copy of a day is judged beside the first, so
     the unique-days rule sees both). ``within`` names a registered frame of (symbol, first, last)
     spans that both tables are narrowed to first, ``since`` being their earliest first day (a
     constant the scans skip whole row groups by); with ``skip``, the query's first parameter is a
-    list of symbols left out."""
-    raw, validated = "raw_bars", "validated_bars"
+    list of symbols left out; with ``runs``, its next parameter is the list of refresh runs whose
+    raw rows are compared (``unapplied_runs``)."""
+    raw, validated, rid = "raw_bars", "validated_bars", "r.rowid"
     narrowed = ""
     if within:
         day = pd.Timestamp(since).date().isoformat() if since is not None else None
@@ -45,15 +51,23 @@ def _pending_sql(within: str = "", skip: bool = False, since: dt.date | None = N
             f"JOIN {within} j ON {floor}j.symbol = t.symbol AND t.date BETWEEN j.first AND j.last"
         )
         narrowed = (
-            f"raw AS (SELECT t.* FROM raw_bars t {span}), "
+            f"raw AS (SELECT t.rowid AS rid, t.* FROM raw_bars t {span}), "
             f"validated AS (SELECT t.* FROM validated_bars t {span}), "
         )
-        raw, validated = "raw", "validated"
+        raw, validated, rid = "raw", "validated", "r.rid"
+    # The raw rows equal to their validated bar are found by a join (which hashes the smaller
+    # side, the few rows of an incremental run) and the rest by their row id: a NOT EXISTS over the
+    # same condition hashed every validated bar on every run.
     return f"""
-        WITH {narrowed}changed AS (
-            SELECT DISTINCT r.symbol, r.date FROM {raw} r
-            WHERE NOT EXISTS (SELECT 1 FROM {validated} v WHERE v.symbol = r.symbol AND v.date = r.date AND {_SAME})
+        WITH {narrowed}candidates AS (
+            SELECT {rid} AS rid, {_columns("r")} FROM {raw} r WHERE true
             {"AND NOT list_contains(?, r.symbol)" if skip else ""}
+            {"AND list_contains(?, coalesce(r.run_id, ''))" if runs else ""}
+        ), matched AS (
+            SELECT r.rid FROM candidates r
+            JOIN {validated} v ON v.symbol = r.symbol AND v.date = r.date AND {_SAME}
+        ), changed AS (
+            SELECT DISTINCT r.symbol, r.date FROM candidates r ANTI JOIN matched m ON m.rid = r.rid
         ), pending AS (
             SELECT {_columns("r")} FROM {raw} r JOIN changed c ON c.symbol = r.symbol AND c.date = r.date
         )
@@ -65,14 +79,30 @@ def _with_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def unapplied_runs(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """The refresh runs with raw bars that no applied gate has read, and '' where some bar has no
+    run (one stored by hand: always compared): the only bars that can differ from the validated
+    ones. Every raw bar of an applied gate's runs equals its validated bar or belongs to a
+    quarantined symbol (judged again on its whole history when its raw bars change), and raw bars
+    are never changed in place, only added or moved out."""
+    return [
+        run
+        for (run,) in conn.execute(
+            "SELECT DISTINCT coalesce(run_id, '') AS run FROM raw_bars WHERE run_id IS NULL "
+            "OR run_id NOT IN (SELECT raw_run_id FROM gate_reads WHERE applied) ORDER BY run"
+        ).fetchall()
+    ]
+
+
 def pending_counts(
-    conn: duckdb.DuckDBPyConnection, skip: list[str] | None = None
+    conn: duckdb.DuckDBPyConnection, skip: list[str] | None = None, runs: list[str] | None = None
 ) -> list[tuple[str, int]]:
-    """(symbol, pending rows) in symbol order, leaving out the symbols of ``skip``."""
+    """(symbol, pending rows) in symbol order, leaving out the symbols of ``skip``; with ``runs``,
+    among the raw bars of those refresh runs."""
     return conn.execute(
-        f"{_pending_sql(skip=bool(skip))} SELECT symbol, count(*) FROM pending "
-        "GROUP BY symbol ORDER BY symbol",
-        [list(skip)] if skip else [],
+        f"{_pending_sql(skip=bool(skip), runs=runs is not None)} SELECT symbol, count(*) "
+        "FROM pending GROUP BY symbol ORDER BY symbol",
+        [*([list(skip)] if skip else []), *([list(runs)] if runs is not None else [])],
     ).fetchall()
 
 
@@ -80,13 +110,15 @@ def pending_bars(
     conn: duckdb.DuckDBPyConnection,
     skip: list[str] | None = None,
     symbols: tuple[str, str] | None = None,
+    runs: list[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(pending raw bars, the last validated bar of each pending symbol before its first pending
-    date), leaving out the symbols of ``skip``; with ``symbols`` (first, last), of that range only."""
+    date), leaving out the symbols of ``skip``; with ``symbols`` (first, last), of that range only;
+    with ``runs``, among the raw bars of those refresh runs."""
     within = "WHERE symbol BETWEEN ? AND ?" if symbols else ""
     both = conn.execute(
         f"""
-        {_pending_sql(skip=bool(skip))}, context AS (
+        {_pending_sql(skip=bool(skip), runs=runs is not None)}, context AS (
             SELECT {_columns("v")} FROM validated_bars v
             JOIN (SELECT symbol, min(date) AS first FROM changed GROUP BY symbol) p
               ON p.symbol = v.symbol AND v.date < p.first
@@ -96,7 +128,11 @@ def pending_bars(
         UNION ALL SELECT *, true FROM context {within}
         ORDER BY is_context, symbol, date
         """,
-        [*([list(skip)] if skip else []), *(list(symbols) * 2 if symbols else [])],
+        [
+            *([list(skip)] if skip else []),
+            *([list(runs)] if runs is not None else []),
+            *(list(symbols) * 2 if symbols else []),
+        ],
     ).df()
     is_context = both.pop("is_context").to_numpy(dtype=bool)
     both = _with_timestamps(both)
@@ -167,12 +203,14 @@ def evaluate_quality(
             rules.max_price_ratio,
         )
 
+    # the runs read now, before their bars: bars a refresh adds meanwhile wait for the next gate
+    runs = unapplied_runs(conn)
     # pending bars are raw bars: a store of fewer raw rows than the limit is judged in one piece
     # without counting them first (a second pass over the tables on every weekly refresh)
     (raw_rows,) = conn.execute("SELECT count(*) FROM raw_bars").fetchall()[0]
-    counts = pending_counts(conn, skip) if raw_rows > PENDING_CHUNK_ROWS else []
+    counts = pending_counts(conn, skip, runs) if raw_rows > PENDING_CHUNK_ROWS else []
     if raw_rows <= PENDING_CHUNK_ROWS or sum(rows for _, rows in counts) <= PENDING_CHUNK_ROWS:
-        pending, context = pending_bars(conn, skip=skip)
+        pending, context = pending_bars(conn, skip=skip, runs=runs)
         if whole is not None:
             pending = pd.concat([pending, whole], ignore_index=True).sort_values(
                 ["symbol", "date"], kind="stable", ignore_index=True
@@ -182,7 +220,8 @@ def evaluate_quality(
         # a first load of thousands of symbols: read and judged a range of symbols at a time
         # (every rule judges a symbol by its own rows), so memory stays bounded
         parts = [
-            judge(*pending_bars(conn, skip, r)) for r in symbol_ranges(counts, PENDING_CHUNK_ROWS)
+            judge(*pending_bars(conn, skip, r, runs))
+            for r in symbol_ranges(counts, PENDING_CHUNK_ROWS)
         ]
         if whole is not None:
             parts.append(judge(whole, whole.iloc[0:0]))
@@ -238,6 +277,10 @@ def evaluate_quality(
             """
         )
         conn.unregister("verdicts")
+        conn.execute(
+            "INSERT INTO gate_reads SELECT ?, unnest(?::VARCHAR[]), false, ? ON CONFLICT DO NOTHING",
+            [run_id, runs, now],
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -307,6 +350,8 @@ def apply_passing(
             "SELECT symbol, count(*) AS bars FROM passing GROUP BY symbol ORDER BY symbol"
         ).df()
         conn.execute("DROP TABLE passing")
+        # the runs this gate read need not be compared again
+        conn.execute("UPDATE gate_reads SET applied = true WHERE run_id = ?", [run_id])
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -84,6 +84,10 @@ CREATE TABLE IF NOT EXISTS quality_log (
     run_id VARCHAR, symbol VARCHAR, checked_at TIMESTAMP, passed BOOLEAN,
     errors VARCHAR, warnings VARCHAR, rows_checked INTEGER, first_date DATE, last_date DATE
 );
+CREATE TABLE IF NOT EXISTS gate_reads (
+    run_id VARCHAR NOT NULL, raw_run_id VARCHAR NOT NULL, applied BOOLEAN, read_at TIMESTAMP,
+    PRIMARY KEY (run_id, raw_run_id)
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     symbol VARCHAR PRIMARY KEY, reasons VARCHAR, since TIMESTAMP, run_id VARCHAR
 );
