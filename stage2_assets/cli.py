@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from stage2_assets import clock
 from stage2_assets.errors import Stage2Error
 from stage2_assets.launch import run_failures, run_job
 
@@ -44,7 +45,7 @@ def _check_as_of(settings, day: dt.date | None) -> None:
     """Refuse an as-of date no partition can hold, before anything is launched."""
     if day is None:
         return
-    today = dt.date.today()
+    today = clock.today()
     first = settings.first_partition
     if day > today:
         raise Stage2Error(
@@ -105,7 +106,7 @@ def _check_fresh(settings, cutoff: dt.date) -> None:
 def _warn_stale(settings, as_of: dt.date | None) -> None:
     from stage2_assets.market.calendar import sessions_after
 
-    day = as_of or dt.date.today()
+    day = as_of or clock.today()
     newest = _newest_feature_date(settings)
     stale = sessions_after(newest, day)
     if stale is not None and stale > settings.data_refresh.max_stale_sessions:
@@ -136,7 +137,7 @@ def _tell(args, settings, result, as_of, job_name: str) -> int:
     """The run's outcome: its story (or, with --json, only the story as JSON on standard output)."""
     from stage2_assets.reporting.week import summary_lines, week_summary
 
-    summary = week_summary(settings, result, as_of or dt.date.today())
+    summary = week_summary(settings, result, as_of or clock.today())
     if args.json:
         for line in run_failures(result):
             print(f"stage2: {line}", file=sys.stderr)
@@ -199,7 +200,7 @@ def cmd_weekly(args, settings) -> int:
 
 def cmd_train(args, settings) -> int:
     _check_as_of(settings, args.as_of)
-    _check_fresh(settings, args.as_of or dt.date.today())
+    _check_fresh(settings, args.as_of or clock.today())
     result = run_job(
         settings, "train_ensemble", args.as_of, log_level=args.log_level, progress=_progress(args)
     )
@@ -289,8 +290,8 @@ def _acting_as_of(settings, given: dt.date | None) -> str:
         with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
             (newest,) = conn.execute("SELECT max(as_of) FROM refresh_log").fetchone()
         if newest is not None:
-            return min(newest, dt.date.today()).isoformat()
-    return dt.date.today().isoformat()
+            return min(newest, clock.today()).isoformat()
+    return clock.today().isoformat()
 
 
 def _pointer(
@@ -460,7 +461,7 @@ def _prediction_line(record: dict, note: str = "") -> str:
 
 
 def _check_at(day: dt.date) -> None:
-    if day > dt.date.today():
+    if day > clock.today():
         raise Stage2Error(f"--at {day} lies in the future; nothing has served on it yet")
 
 
@@ -472,7 +473,7 @@ def cmd_predict(args, settings) -> int:
 
     if args.at:
         return _predict_at(args, settings)
-    today = dt.date.today()
+    today = clock.today()
     if args.as_of and args.as_of > today:
         raise Stage2Error(
             f"--as-of {args.as_of} lies in the future; predict answers for a day up to today "
@@ -573,7 +574,7 @@ def cmd_universe(args, settings) -> int:
     from stage2_assets.market.membership import membership
     from stage2_assets.resources.warehouse import Warehouse
 
-    day = args.at or dt.date.today()
+    day = args.at or clock.today()
     with Warehouse(database=str(settings.warehouse_path)).connect(read_only=True) as conn:
         table = membership(conn, day, settings.data_refresh.max_stale_sessions)
     rows = [

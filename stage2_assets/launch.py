@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Callable
 
+from stage2_assets import clock
 from stage2_assets.processes import HOST_TAG, PID_TAG, reap_orphaned_runs, this_host
 
 
@@ -71,7 +72,7 @@ def run_job(
     from stage2_assets.definitions import build_definitions
     from stage2_assets.partitions import AS_OF_TAG, partition_key_for
 
-    day = as_of or dt.date.today()
+    day = as_of or clock.today()
     key = partition_key_for(day)
     tags = {
         AS_OF_TAG: day.isoformat(),

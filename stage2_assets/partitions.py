@@ -11,6 +11,7 @@ import datetime as dt
 
 import dagster as dg
 
+from stage2_assets import clock
 from stage2_assets.config import get_settings
 from stage2_assets.errors import Stage2Error
 
@@ -42,7 +43,7 @@ def partition_key_for(day: dt.date) -> str:
 
 def resolve_as_of(partition_key: str, tag: str | None, today: dt.date | None = None) -> dt.date:
     """The as-of date of a run: the tag if given (inside the week), else the week's end, never after today."""
-    today = today or dt.date.today()
+    today = today or clock.today()
     start, end = week_window(partition_key)
     if tag:
         try:

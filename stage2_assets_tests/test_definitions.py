@@ -83,3 +83,23 @@ def test_definitions_follow_the_settings(write_settings):
     assert type(resources["market_data"]).__name__ == "CsvSource"
     assert resources["warehouse"].database == str(settings.warehouse_path)
     assert get_settings().data_source.kind == "simulated"  # the shipped default is untouched
+
+
+def test_today_is_the_exchange_date_whose_week_exists():
+    """At 00:30 UTC on Sunday 2026-11-29 it is Saturday evening in New York: stage2's today is the
+    28th, whose week (2026-11-22) is the newest partition. The machine's UTC date names a week that
+    does not exist yet; a run started then failed with an unknown partition."""
+    import datetime as dt
+
+    from stage2_assets import clock
+    from stage2_assets.partitions import partition_key_for, weekly_partitions
+
+    now = dt.datetime(2026, 11, 29, 0, 30, tzinfo=dt.UTC)
+    keys = weekly_partitions.get_partition_keys(current_time=now)
+    assert clock.today(now) == dt.date(2026, 11, 28)
+    assert partition_key_for(clock.today(now)) == keys[-1] == "2026-11-22"
+    assert partition_key_for(now.date()) not in keys
+    # later on the Sunday in New York, the new week exists and is today's
+    later = dt.datetime(2026, 11, 29, 15, 0, tzinfo=dt.UTC)
+    assert partition_key_for(clock.today(later)) == "2026-11-29"
+    assert "2026-11-29" in weekly_partitions.get_partition_keys(current_time=later)

@@ -20,6 +20,7 @@ import json
 import duckdb
 import pandas as pd
 
+from stage2_assets import clock
 from stage2_assets.checks.quality_suite import QualityReport, validate_bars
 from stage2_assets.resources.warehouse import symbol_ranges
 
@@ -197,7 +198,7 @@ def evaluate_quality(
         return validate_bars(
             pending,
             context,
-            dt.date.today(),
+            clock.today(),
             rules.max_abs_daily_move,
             rules.max_missing_sessions,
             rules.max_price_ratio,

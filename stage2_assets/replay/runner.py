@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from stage2_assets import clock
 from stage2_assets.assets.training import REPLAY_TAG, REUSE_TAG
 from stage2_assets.errors import Stage2Error
 from stage2_assets.launch import run_failures, run_job
@@ -64,7 +65,7 @@ def source_coverage(settings) -> tuple[dt.date, dt.date] | None:
     """First and last date the configured source can answer for (None: unknown, as for yfinance)."""
     ds = settings.data_source
     if ds.kind == "simulated":
-        return ds.simulated.start_date, dt.date.today()
+        return ds.simulated.start_date, clock.today()
     if ds.kind == "csv":
         spans = [
             span
@@ -81,7 +82,7 @@ def replay_weeks(settings, start: dt.date, end: dt.date) -> list[tuple[str, dt.d
     """(partition key, as-of date) of every week from ``start`` to ``end``, checked against the data."""
     if end < start:
         raise Stage2Error(f"--to {end} is before --from {start}")
-    end = min(end, dt.date.today())
+    end = min(end, clock.today())
     coverage = source_coverage(settings)
     if coverage is not None:
         first, last = coverage

@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from stage2_assets import clock
 from stage2_assets.market.simulator import EpisodeSpec, MarketSpec, RegimeSpec, simulate_bars
 from stage2_assets.resources.market_data.base import FetchResult, MarketDataSource
 
@@ -86,7 +87,7 @@ class SimulatedSource(MarketDataSource):
             if symbol not in spec.symbols:
                 result.errors[symbol] = f"{symbol}: not a symbol of the simulated market"
         # Never simulate past today: a simulated store is as blind to the future as a live one.
-        horizon = min(end, dt.date.today())
+        horizon = min(end, clock.today())
         bars = simulate_bars(spec, known, horizon)
         floor = bars["symbol"].map({s: pd.Timestamp(starts[s]) for s in known})
         bars = bars[bars["date"] >= floor]
