@@ -5,11 +5,11 @@ the whole history of a symbol that has never passed. Validating only them keeps 
 cost proportional to what changed. Only the bars of refresh runs that no applied gate has read can
 be pending (``gate_reads``: each gate's refresh runs, marked applied when validated_bars is written
 from its verdicts), so the exact comparison reads those runs' bars, not the whole history; a
-blocked gate leaves its runs unapplied, to be read again. A quarantined symbol is judged again on its raw history when its
-raw bars changed since its verdict (so it leaves quarantine once its provider corrects the data);
-when they did not, the verdict stands and the symbol is not judged again, so a rerun or a quiet week
-is not blocked by a symbol that was already quarantined. The failed share is over every symbol the
-store holds.
+blocked gate leaves its runs unapplied, to be read again. A quarantined symbol is judged again on
+its raw history when its raw bars changed since its verdict (so it leaves quarantine once its
+provider corrects the data); when they did not, the verdict stands and the symbol is not judged
+again, so a rerun or a quiet week is not blocked by a symbol that was already quarantined. The
+failed share is over every symbol the store holds.
 """
 
 from __future__ import annotations
