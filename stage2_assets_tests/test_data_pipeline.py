@@ -202,6 +202,36 @@ def test_a_bar_stored_by_hand_without_a_run_is_compared_by_every_gate(write_sett
         assert query(settings, validated) == [(pytest.approx(close * factor),)]
 
 
+def test_a_revised_old_bar_and_a_new_week_are_each_measured_from_their_own_predecessor(
+    write_settings, instance
+):
+    """A bar revised weeks back and the new week's bars are judged in one gate: the new week's
+    first bar is measured from the validated bar before it, not from the revised one six weeks
+    earlier (a false 'sessions missing' warning on every symbol's first new bar)."""
+    settings = write_settings()
+    assert run_refresh(settings, instance, dt.date(2024, 6, 28)).success
+    with Warehouse(database=str(settings.warehouse_path)).connect() as conn:
+        conn.execute("DELETE FROM raw_bars WHERE symbol = 'SIM003' AND date = '2024-05-15'")
+        conn.execute(
+            "INSERT INTO raw_bars SELECT symbol, date, open * 1.001, high * 1.001, low * 1.001, "
+            "close * 1.001, volume, source, NULL, now() FROM validated_bars "
+            "WHERE symbol = 'SIM003' AND date = '2024-05-15'"
+        )
+    result = run_refresh(settings, instance, dt.date(2024, 7, 12))
+    assert result.success
+    verdict = (
+        "SELECT passed, warnings, rows_checked, first_date, last_date FROM quality_log "
+        f"WHERE run_id = '{result.run_id}' AND symbol = 'SIM003'"
+    )
+    assert query(settings, verdict) == [
+        (True, "[]", 10, dt.date(2024, 5, 15), dt.date(2024, 7, 12))
+    ]
+    assert query(
+        settings,
+        "SELECT count(*) FROM validated_bars WHERE symbol = 'SIM003' AND date > '2024-06-28'",
+    ) == [(9,)]  # July 1-12 less Independence Day
+
+
 def test_a_second_copy_of_a_validated_day_is_judged_beside_the_first(write_settings, instance):
     """A feed that adds another copy of an already validated day, with another close: both copies
     are judged together, so the unique-days rule sees the duplicate and quarantines the symbol."""

@@ -113,17 +113,35 @@ def pending_bars(
     symbols: tuple[str, str] | None = None,
     runs: list[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(pending raw bars, the last validated bar of each pending symbol before its first pending
-    date), leaving out the symbols of ``skip``; with ``symbols`` (first, last), of that range only;
-    with ``runs``, among the raw bars of those refresh runs."""
+    """(pending raw bars, the validated bars they follow), leaving out the symbols of ``skip``;
+    with ``symbols`` (first, last), of that range only; with ``runs``, among the raw bars of those
+    refresh runs.
+
+    The validated bars are, per pending symbol, the last one before each stretch of pending days (a
+    revised old bar and this week's new ones are two stretches): each anchors the move and gap of
+    the pending bar after it, which is otherwise measured from the previous pending bar, weeks
+    earlier. A validated bar of a pending day is being replaced and anchors nothing."""
     within = "WHERE symbol BETWEEN ? AND ?" if symbols else ""
     both = conn.execute(
         f"""
-        {_pending_sql(skip=bool(skip), runs=runs is not None)}, context AS (
+        {_pending_sql(skip=bool(skip), runs=runs is not None)}, spans AS (
+            SELECT symbol, min(date) AS first, max(date) AS last FROM changed GROUP BY symbol
+        ), before_first AS (
             SELECT {_columns("v")} FROM validated_bars v
-            JOIN (SELECT symbol, min(date) AS first FROM changed GROUP BY symbol) p
-              ON p.symbol = v.symbol AND v.date < p.first
+            JOIN spans p ON p.symbol = v.symbol AND v.date < p.first
             QUALIFY row_number() OVER (PARTITION BY v.symbol ORDER BY v.date DESC) = 1
+        ), between_stretches AS (
+            SELECT {", ".join(_COLUMNS)} FROM (
+                SELECT {_columns("v")}, false AS is_pending FROM validated_bars v
+                JOIN spans p ON p.symbol = v.symbol AND v.date > p.first AND v.date < p.last
+                ANTI JOIN changed c ON c.symbol = v.symbol AND c.date = v.date
+                UNION ALL
+                SELECT symbol, date, NULL, NULL, NULL, NULL, NULL, NULL, true FROM changed
+            )
+            QUALIFY NOT is_pending
+                AND lead(is_pending) OVER (PARTITION BY symbol ORDER BY date)
+        ), context AS (
+            SELECT * FROM before_first UNION ALL SELECT * FROM between_stretches
         )
         SELECT *, false AS is_context FROM pending {within}
         UNION ALL SELECT *, true FROM context {within}
