@@ -562,6 +562,13 @@ def _refresh_problems(last: dict, max_stale: int) -> list[str]:
         lines.append(f"missing from the source since {last['missing_since'][symbol]}: {symbol}")
     for refused in last.get("refused_files", []):
         lines.append(f"refused file {refused['file']!r}: {refused['reason']}")
+    gate = last.get("gate") or {}
+    if gate.get("outcome") == "blocked":
+        lines.append(
+            f"the quality gate blocked it ({gate['failed_share']:.1%} of symbols failed; it allows "
+            f"{gate['allowed']:.0%}: {named(gate['failing'])}): nothing downstream ran, "
+            "validated_bars holds the last good data"
+        )
     stale = last.get("stale_sessions")
     if stale is not None and stale > max_stale:
         lines.append(f"stale: the newest validated bar is {stale} sessions before the as-of date")

@@ -54,10 +54,13 @@ def test_refresh_job_fills_every_table_as_of_the_date(write_settings, instance):
 
 
 def test_blocked_gate_stops_everything_downstream_and_keeps_validated_data(
-    write_settings, instance
+    write_settings, instance, capsys
 ):
+    from stage2_assets.status import collect_status
+
     settings = write_settings()
     assert run_refresh(settings, instance, dt.date(2024, 6, 28)).success
+    assert collect_status(settings)["last_refresh"]["gate"]["outcome"] == "passed"
     before = query(settings, "SELECT * FROM validated_bars ORDER BY symbol, date")
     features_before = query(settings, "SELECT count(*), max(date) FROM features")
 
@@ -84,6 +87,19 @@ def test_blocked_gate_stops_everything_downstream_and_keeps_validated_data(
     assert query(bad, "SELECT count(*), max(date) FROM features") == features_before
     quarantined = query(bad, "SELECT symbol FROM quarantine ORDER BY symbol")
     assert quarantined == [("SIM000",), ("SIM001",), ("SIM002",)]
+    # status says the last refresh was blocked, not only that no symbol failed to fetch
+    assert collect_status(bad)["last_refresh"]["gate"] == {
+        "outcome": "blocked",
+        "failed_share": 0.5,
+        "allowed": 0.2,
+        "failing": ["SIM000", "SIM001", "SIM002"],
+    }
+    capsys.readouterr()
+    assert main(["--config", str(bad.config_path), "status"]) == 0
+    assert (
+        "  the quality gate blocked it (50.0% of symbols failed; it allows 20%: SIM000, SIM001, "
+        "SIM002): nothing downstream ran, validated_bars holds the last good data"
+    ) in capsys.readouterr().out.splitlines()
 
 
 def test_quarantined_symbol_is_held_while_the_others_go_on(write_settings, instance):

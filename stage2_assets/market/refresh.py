@@ -316,7 +316,8 @@ def named(symbols: list[str], limit: int = 10) -> str:
 
 def summarize_log(log: pd.DataFrame, notes: pd.DataFrame | None = None) -> dict:
     """The ``last_refresh`` block of ``stage2 status --json``: the run's per-symbol log and its
-    notes (symbols missing from the source, refused files, re-adjusted histories)."""
+    notes (symbols missing from the source, refused files, re-adjusted histories, the gate's
+    outcome)."""
     from stage2_assets.market.screening import COLLAPSED, MISSING, READJUSTED, REFUSED_FILE
 
     records = (
@@ -339,6 +340,11 @@ def summarize_log(log: pd.DataFrame, notes: pd.DataFrame | None = None) -> dict:
         "readjusted_symbols": [s for s, _ in noted(READJUSTED)],
         "readjustment_factors": {s: d["factor"] for s, d in noted(READJUSTED)},
         "collapsed_duplicates": {s: d["rows"] for s, d in noted(COLLAPSED)},
+        # the quality gate's outcome for the run (None before it ran): passed or blocked, and why
+        "gate": next(
+            ({"outcome": s, **d} for s, d in reversed(noted("gate"))),
+            None,
+        ),
     }
     if log.empty:
         return {"fetched": 0, "new": 0, "revised": 0, "failed_symbols": [], **noted_keys}
