@@ -308,3 +308,29 @@ def test_a_missing_symbol_never_stored_is_not_said_to_keep_bars():
         "missing: MSFT is no longer delivered by the source (since 2019-06-14); "
         "no bars of it are stored",
     ]
+
+
+def test_a_quarantined_symbols_warnings_are_not_said_to_be_let_through():
+    from stage2_assets.reporting.week import summary_lines
+
+    move = "one-day move above 40% (split or bad print): 1 row(s), first 2019-07-17 [daily_move_bounded]"
+    summary = {
+        "as_of": "2019-07-19",
+        "run_id": "r1",
+        "status": "succeeded",
+        "refresh": None,
+        "gate": {
+            "passed": True,
+            "quarantined": {"CAT": ["close is zero or negative: 1 row(s), first 2019-07-17"]},
+            "flagged": {"CAT": [move], "UA": [move]},
+        },
+        "candidate": None,
+        "decisions": [],
+        "pointer": None,
+        "alerts": [],
+    }
+    assert summary_lines(summary)[1:] == [
+        "gate: passed; quarantined: CAT: close is zero or negative: 1 row(s), first 2019-07-17",
+        f"  flagged (let through): UA: {move}",
+        f"  flagged too (quarantined): CAT: {move}",
+    ]

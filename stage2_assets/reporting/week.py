@@ -191,11 +191,21 @@ def summary_lines(summary: dict) -> list[str]:
                 f"  released: {', '.join(gate['released'])} (quarantined before; its bars, "
                 "fetched again, passed)"
             )
-        if gate["flagged"]:
-            lines.append(
-                "  flagged (let through): "
-                + "; ".join(f"{s}: {', '.join(w)}" for s, w in gate["flagged"].items())
-            )
+        # a quarantined symbol's warnings are not let through: they are said apart
+        for label, flags in (
+            (
+                "flagged (let through)",
+                {s: w for s, w in gate["flagged"].items() if s not in gate["quarantined"]},
+            ),
+            (
+                "flagged too (quarantined)",
+                {s: w for s, w in gate["flagged"].items() if s in gate["quarantined"]},
+            ),
+        ):
+            if flags:
+                lines.append(
+                    f"  {label}: " + "; ".join(f"{s}: {', '.join(w)}" for s, w in flags.items())
+                )
     candidate = summary["candidate"]
     if candidate:
         m, b = candidate["metrics"], candidate["baselines"]
