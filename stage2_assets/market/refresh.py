@@ -341,10 +341,7 @@ def summarize_log(log: pd.DataFrame, notes: pd.DataFrame | None = None) -> dict:
         "readjustment_factors": {s: d["factor"] for s, d in noted(READJUSTED)},
         "collapsed_duplicates": {s: d["rows"] for s, d in noted(COLLAPSED)},
         # the quality gate's outcome for the run (None before it ran): passed or blocked, and why
-        "gate": next(
-            ({"outcome": s, **d} for s, d in reversed(noted("gate"))),
-            None,
-        ),
+        "gate": next(({"outcome": s, **d} for s, d in noted("gate")), None),
     }
     if log.empty:
         return {"fetched": 0, "new": 0, "revised": 0, "failed_symbols": [], **noted_keys}
