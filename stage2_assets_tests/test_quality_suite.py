@@ -47,6 +47,7 @@ def test_real_data_errors_are_the_documented_warts(real_report):
         "high is below open: 1 row(s), first 2020-01-10 [high_above_open]"
     ]
     assert len(real_report.rows) == 150
+    assert real_report.expectations == 19  # rules judged (the volume's price slot is none)
 
 
 def test_real_data_warnings_flag_splits_and_gaps(real_report):
