@@ -293,6 +293,30 @@ def test_csv_tail_read_returns_exactly_the_rows_since_start(tmp_path):
     )
 
 
+def test_a_fetch_delivers_one_long_frame_until_a_frame_is_replaced(tmp_path):
+    """The CSV source cuts per-symbol frames only when one is read: the delivery is its long
+    frame while no frame with rows is set or removed, and joins the frames again after."""
+    for symbol, start in [("AAA", "2024-01-02"), ("BBB", "2024-01-03")]:
+        write_csv(tmp_path, symbol, _bars(6, start=start))
+    write_csv(tmp_path, "OLD", _bars(3, start="2020-01-02"))
+    result = CsvSource(folder=str(tmp_path)).fetch(
+        dict.fromkeys(["AAA", "BBB", "OLD"], dt.date(2024, 1, 4)), dt.date(2024, 1, 31)
+    )
+    joined = result.delivered()
+    assert result.row_counts() == {"AAA": 4, "BBB": 5, "OLD": 0}
+    assert joined["symbol"].tolist() == ["AAA"] * 4 + ["BBB"] * 5
+    assert joined["date"].min() == pd.Timestamp("2024-01-04")  # clipped to the start
+    assert joined is result.bars.joined  # the frame the source normalized, not joined again
+    result.bars["NEW"] = result.bars["OLD"]  # an empty frame changes nothing delivered
+    assert result.delivered() is joined
+    pd.testing.assert_frame_equal(result.bars["BBB"], joined.iloc[4:].reset_index(drop=True))
+    result.bars["AAA"] = result.bars["AAA"].iloc[:2]  # replaced: joined again from the frames
+    assert result.delivered()["symbol"].tolist() == ["AAA"] * 2 + ["BBB"] * 5
+    del result.bars["BBB"]
+    assert result.delivered()["symbol"].tolist() == ["AAA"] * 2
+    assert list(result.bars) == ["AAA", "OLD", "NEW"]
+
+
 def test_csv_out_of_date_order_is_read_whole(tmp_path):
     from stage2_assets.resources.market_data import read_tail_rows
 

@@ -7,7 +7,7 @@ frame (a missing column, a non-numeric price, a bad date) is reported for that s
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 
 import numpy as np
 import pandas as pd
@@ -52,7 +52,7 @@ def normalize_frames(
     source: str,
     starts: Mapping[str, dt.date] | None = None,
     end: dt.date | None = None,
-) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+) -> tuple[MutableMapping[str, pd.DataFrame], dict[str, str]]:
     """Bring each symbol's frame to the stored schema, clipped to [start, end].
 
     Returns (bars by symbol, error by symbol). Rows whose every value is missing are dropped
@@ -82,21 +82,9 @@ def normalize_long(
     starts: Mapping[str, dt.date] | None = None,
     end: dt.date | None = None,
     errors: dict[str, str] | None = None,
-) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """``normalize_frames`` for one long frame of ``symbol`` plus the bar columns, as raw text or numbers."""
-    bars, errors, _ = normalize_long_joined(data, source, starts, end, errors)
-    return bars, errors
-
-
-def normalize_long_joined(
-    data: pd.DataFrame,
-    source: str,
-    starts: Mapping[str, dt.date] | None = None,
-    end: dt.date | None = None,
-    errors: dict[str, str] | None = None,
-) -> tuple[dict[str, pd.DataFrame], dict[str, str], pd.DataFrame]:
-    """``normalize_long``, and the frame the per-symbol frames were cut from: all of them in one,
-    in their order (what ``FetchResult.delivered`` would otherwise join again)."""
+) -> tuple[SymbolFrames, dict[str, str]]:
+    """``normalize_frames`` for one long frame of ``symbol`` plus the bar columns, as raw text or
+    numbers; the frames are cut from one long frame of them all (``SymbolFrames.joined``)."""
     errors = {} if errors is None else errors
     shaped = data["symbol"].unique().tolist()
     raw_dates = data["date"]
@@ -133,22 +121,80 @@ def normalize_long_joined(
     data = data[~data["symbol"].isin(errors)]
     data = data.dropna(how="all", subset=[*PRICE_COLUMNS, "volume"])
     data = data.assign(source=source)[STORED_COLUMNS]
-    bars, joined = _split_by_symbol(data)
+    bars = _split_by_symbol(data)
     for symbol in shaped:
         if symbol not in errors and symbol not in bars:
             bars[symbol] = data.iloc[0:0].reset_index(drop=True)
-    return bars, errors, joined
+    return bars, errors
 
 
-def _split_by_symbol(data: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """One date-ordered frame per symbol, in order of the symbols' first rows, and the sorted
-    frame they were cut from.
+class SymbolFrames(MutableMapping):
+    """{symbol: its date-ordered frame}, cut from one long frame sorted by symbol and date (in
+    order of the symbols' first rows) only when a symbol's frame is read.
 
-    One stable sort of the long frame, then contiguous slices: sorting each symbol's group on its
+    A fetch normalizes every symbol at once, and most readers want the whole delivery
+    (``FetchResult.delivered``) or a symbol's row count: slicing 150 frames that nobody reads
+    cost an incremental refresh as much as reading the files. ``joined`` is the long frame;
+    ``pristine`` says it is still every non-empty frame joined in order: no frame with rows has
+    been set or removed since (frames are replaced, never changed in place)."""
+
+    def __init__(self, joined: pd.DataFrame, spans: dict[str, tuple[int, int]]):
+        self.joined = joined
+        self._spans: dict[str, tuple[int, int] | None] = dict(spans)  # None: set, not cut
+        self._frames: dict[str, pd.DataFrame] = {}
+        self.pristine = True
+
+    def __getitem__(self, symbol: str) -> pd.DataFrame:
+        frame = self._frames.get(symbol)
+        if frame is None:
+            span = self._spans[symbol]
+            if span is None:
+                raise KeyError(symbol)
+            frame = self.joined.iloc[span[0] : span[1]].reset_index(drop=True)
+            self._frames[symbol] = frame
+        return frame
+
+    def __setitem__(self, symbol: str, frame: pd.DataFrame) -> None:
+        if self.rows(symbol) or len(frame):
+            self.pristine = False
+        self._spans.setdefault(symbol, None)
+        self._frames[symbol] = frame
+
+    def __delitem__(self, symbol: str) -> None:
+        if self.rows(symbol):
+            self.pristine = False
+        del self._spans[symbol]
+        self._frames.pop(symbol, None)
+
+    def __contains__(self, symbol: object) -> bool:  # without cutting the frame
+        return symbol in self._spans
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spans)
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def __repr__(self) -> str:
+        return f"SymbolFrames({len(self)} symbols, {len(self.joined)} rows joined)"
+
+    def rows(self, symbol: str) -> int:
+        """The symbol's row count, without cutting its frame (0 for a symbol not held)."""
+        if symbol in self._frames:
+            return len(self._frames[symbol])
+        span = self._spans.get(symbol)
+        return span[1] - span[0] if span else 0
+
+
+def _split_by_symbol(data: pd.DataFrame) -> SymbolFrames:
+    """The symbols' frames, in order of their first rows, over the long frame sorted by symbol
+    and date.
+
+    One stable sort of the long frame, then contiguous spans: sorting each symbol's group on its
     own costs a fixed pandas overhead per symbol that an incremental fetch of a few rows feels.
     """
     if data.empty:
-        return {}, data.reset_index(drop=True)
+        return SymbolFrames(data.reset_index(drop=True), {})
     codes, symbols = pd.factorize(data["symbol"])
     order = np.lexsort((data["date"].to_numpy(), codes))  # stable: same-day rows keep their order
     data = data.take(order).reset_index(drop=True)
@@ -156,11 +202,10 @@ def _split_by_symbol(data: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.Da
     cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
     first = np.r_[0, cuts]
     last = np.r_[cuts, len(codes)]
-    bars = {
-        str(symbol): data.iloc[a:b].reset_index(drop=True)
-        for symbol, a, b in zip(symbols, first, last, strict=True)
-    }
-    return bars, data
+    return SymbolFrames(
+        data,
+        {str(symbol): (int(a), int(b)) for symbol, a, b in zip(symbols, first, last, strict=True)},
+    )
 
 
 def _record(

@@ -50,11 +50,11 @@ def screen_fetched(fetched: FetchResult, max_rows: int, notes: Notes) -> None:
     """Refuse a symbol that delivered more than ``max_rows`` rows (it becomes that symbol's error;
     nothing of it is stored) and collapse rows repeated exactly within one symbol's delivery, in
     place. A day delivered twice with different values is kept twice: the quality gate judges it."""
-    for symbol, frame in list(fetched.bars.items()):
-        if len(frame) > max_rows:
+    for symbol, rows in fetched.row_counts().items():
+        if rows > max_rows:
             del fetched.bars[symbol]
             fetched.errors[symbol] = (
-                f"{symbol}: the source delivered {len(frame):,} rows, over "
+                f"{symbol}: the source delivered {rows:,} rows, over "
                 f"data_refresh.max_rows_per_symbol ({max_rows:,}): refused, nothing stored"
             )
     delivered = fetched.delivered()

@@ -8,18 +8,20 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 import dagster as dg
 import pandas as pd
+
+from stage2_assets.market.bars import SymbolFrames
 
 
 @dataclass
 class FetchResult:
     """What a source answered: frames for the symbols it could serve, reasons for the others."""
 
-    bars: dict[str, pd.DataFrame] = field(default_factory=dict)
+    bars: MutableMapping[str, pd.DataFrame] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     # the frames ``delivered()`` last joined, and the result
@@ -32,7 +34,10 @@ class FetchResult:
 
         Screening, the re-adjustment check and the store each read the whole delivery: it is
         joined once, and again only when ``bars`` has changed since (a frame added, replaced or
-        removed; frames are replaced, never changed in place)."""
+        removed; frames are replaced, never changed in place). Frames a source cut from one long
+        frame (``SymbolFrames``) are that frame until one with rows is set or removed."""
+        if isinstance(self.bars, SymbolFrames) and self.bars.pristine:
+            return self.bars.joined if len(self.bars.joined) else None
         frames = self._frames()
         joined, result = self._joined
         if len(joined) != len(frames) or any(
@@ -42,13 +47,14 @@ class FetchResult:
             self._joined = (frames, result)
         return result
 
-    def joined_as(self, frame: pd.DataFrame) -> None:
-        """Record that ``frame`` is the current non-empty frames of ``bars`` joined in their order,
-        as a source that cut them from one frame knows: ``delivered()`` then need not join them."""
-        self._joined = (self._frames(), frame if len(frame) else None)
-
     def _frames(self) -> list[pd.DataFrame]:
         return [f for f in self.bars.values() if not f.empty]
+
+    def row_counts(self) -> dict[str, int]:
+        """{symbol: rows delivered}, without cutting frames a source has not cut yet."""
+        if isinstance(self.bars, SymbolFrames):
+            return {symbol: self.bars.rows(symbol) for symbol in self.bars}
+        return {symbol: len(frame) for symbol, frame in self.bars.items()}
 
     def timed(self, symbols: list[str], started: float) -> None:
         """Share the wall time since ``started`` among the symbols of one request."""

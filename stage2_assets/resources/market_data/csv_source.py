@@ -15,12 +15,7 @@ import pandas as pd
 from pydantic import Field
 
 from stage2_assets.errors import DataSourceError, InvalidNameError
-from stage2_assets.market.bars import (
-    BAR_COLUMNS,
-    empty_bars,
-    normalize_frames,
-    normalize_long_joined,
-)
+from stage2_assets.market.bars import BAR_COLUMNS, empty_bars, normalize_frames, normalize_long
 from stage2_assets.names import validate_symbol
 from stage2_assets.resources.market_data.base import FetchResult, Listing, MarketDataSource
 
@@ -122,18 +117,16 @@ class CsvSource(MarketDataSource):
             except (DataSourceError, InvalidNameError) as exc:
                 result.errors[symbol] = str(exc)
         bars, errors = normalize_frames(whole, self.kind, starts, end)
-        joined = None
         if rows:
             long = pd.DataFrame(rows, columns=["symbol", *BAR_COLUMNS])
-            long_bars, long_errors, joined = normalize_long_joined(long, self.kind, starts, end)
-            bars.update(long_bars)
+            long_bars, long_errors = normalize_long(long, self.kind, starts, end)
             errors.update(long_errors)
+            # files read whole too (rare): one dict of both; else the frames stay uncut until read
+            bars = {**bars, **long_bars} if bars else long_bars
         for symbol in starts:
             if symbol not in errors and symbol not in result.errors and symbol not in bars:
                 bars[symbol] = empty_bars()
         result.bars = bars
-        if joined is not None and not whole:  # every frame was cut from ``joined``, in order
-            result.joined_as(joined)
         result.errors.update(errors)
         result.timed(list(starts), started)
         return result
