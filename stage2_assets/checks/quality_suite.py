@@ -326,6 +326,12 @@ _ROWS_ONLY = {
 }
 
 
+# The orders frame holds the warnings (a move beyond the bound, a gap), which some symbol of a
+# universe trips on most runs, a first load always: judged with its failing rows in one pass, not
+# judged and then judged again. The values frame fails only on broken data.
+_ROWS_AT_ONCE = frozenset({"orders"})
+
+
 @dataclass
 class _Judge:
     """The suite of one set of rule parameters, in an ephemeral GX context built once per process:
@@ -342,9 +348,11 @@ class _Judge:
         return {"values": stack_values(rows), "orders": stack_orders(rows, self.orders)}
 
     def failures(self, frames: dict[str, pd.DataFrame]) -> list[tuple[int, Rule]]:
-        """(bar row, the rule it fails) for every failure. Every expectation is judged once without
-        details; only the failed ones run again for their rows, which spares the detail metrics of
-        the many that pass.
+        """(bar row, the rule it fails) for every failure.
+
+        A frame whose rules fail on most runs (``_ROWS_AT_ONCE``) is judged with its failing rows
+        in one pass. Every other expectation is judged once without details, and only the failed
+        ones run again for their rows, which spares the detail metrics of the many that pass.
 
         Both runs go through one validator of the frame (the class ``Batch.validate`` builds on
         each call): Great Expectations loads, and hashes, a dataframe batch each time a validator
@@ -355,28 +363,28 @@ class _Judge:
         found = []
         with self.lock:
             for name, frame in frames.items():
+                at_once = name in _ROWS_AT_ONCE
                 validator = Validator(
                     batch_definition=self.batches[name],
                     batch_parameters={"dataframe": frame},
-                    result_format="BOOLEAN_ONLY",
+                    result_format=_ROWS_ONLY if at_once else "BOOLEAN_ONLY",
                 )
-                verdicts = validator.validate_expectation_suite(self.suites[name])
-                failed = {
-                    o.expectation_config.meta["check"] for o in verdicts.results if not o.success
-                }
-                if not failed:
-                    continue
-                again = []
-                for expectation in self.suites[name].expectations:
-                    if expectation.meta["check"] in failed:
-                        twin = copy.copy(expectation)
-                        twin.id = None
-                        again.append(twin)
-                validator.result_format = _ROWS_ONLY
-                details = validator.validate_expectation_suite(
-                    gx.ExpectationSuite(name=f"{name}_failed", expectations=again)
-                )
-                for outcome in details.results:
+                outcomes = validator.validate_expectation_suite(self.suites[name]).results
+                if not at_once:
+                    failed = {o.expectation_config.meta["check"] for o in outcomes if not o.success}
+                    if not failed:
+                        continue
+                    again = []
+                    for expectation in self.suites[name].expectations:
+                        if expectation.meta["check"] in failed:
+                            twin = copy.copy(expectation)
+                            twin.id = None
+                            again.append(twin)
+                    validator.result_format = _ROWS_ONLY
+                    outcomes = validator.validate_expectation_suite(
+                        gx.ExpectationSuite(name=f"{name}_failed", expectations=again)
+                    ).results
+                for outcome in outcomes:
                     rules = self.checks[name][outcome.expectation_config.meta["check"]].rules
                     for i in outcome.result.get("unexpected_index_list") or []:
                         rule = rules[int(i) % len(rules)]  # a row per bar and slot
