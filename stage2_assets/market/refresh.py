@@ -123,10 +123,8 @@ def store_fetched(
             conn.register("refresh_note_rows", notes)
             conn.execute("INSERT INTO refresh_notes SELECT * FROM refresh_note_rows")
             conn.unregister("refresh_note_rows")
-        if delivered is not None:
-            conn.execute(
-                "INSERT INTO store_info VALUES ('source', ?) ON CONFLICT (key) DO NOTHING", [source]
-            )
+        if delivered is not None and stored_source(conn) is None:  # a new store's first bars
+            conn.execute("INSERT INTO store_info VALUES ('source', ?)", [source])
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

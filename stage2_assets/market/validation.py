@@ -226,7 +226,9 @@ def evaluate_quality(
     runs = unapplied_runs(conn)
     # pending bars are raw bars: a store of fewer raw rows than the limit is judged in one piece
     # without counting them first (a second pass over the tables on every weekly refresh)
-    (raw_rows,) = conn.execute("SELECT count(*) FROM raw_bars").fetchall()[0]
+    raw_rows, universe = conn.execute(
+        "SELECT count(*), count(DISTINCT symbol) FROM raw_bars"
+    ).fetchall()[0]
     counts = pending_counts(conn, skip, runs) if raw_rows > PENDING_CHUNK_ROWS else []
     if raw_rows <= PENDING_CHUNK_ROWS or sum(rows for _, rows in counts) <= PENDING_CHUNK_ROWS:
         pending, context = pending_bars(conn, skip=skip, runs=runs)
@@ -247,7 +249,7 @@ def evaluate_quality(
         report = QualityReport.merged(parts)
         judged = sum(rows for _, rows in counts) + (len(whole) if whole is not None else 0)
     report.held = held
-    report.universe = raw_universe(conn)
+    report.universe = int(universe)  # raw_universe(), from the count above
     # what a failing symbol's quarantine records: the raw bars it was judged on
     fingerprints.update(raw_fingerprints(conn, [s for s in report.errors if s not in fingerprints]))
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
@@ -284,17 +286,21 @@ def evaluate_quality(
     try:
         conn.register("verdicts", log)
         conn.execute("INSERT INTO quality_log SELECT * EXCLUDE (raw_fingerprint) FROM verdicts")
-        conn.execute(
-            "DELETE FROM quarantine WHERE symbol IN (SELECT symbol FROM verdicts WHERE passed)"
-        )
-        conn.execute(
-            """
-            INSERT INTO quarantine (symbol, reasons, since, run_id, raw_fingerprint)
-            SELECT symbol, errors, checked_at, run_id, raw_fingerprint FROM verdicts WHERE NOT passed
-            ON CONFLICT (symbol) DO UPDATE SET reasons = excluded.reasons, run_id = excluded.run_id,
-                raw_fingerprint = excluded.raw_fingerprint
-            """
-        )
+        # released: quarantined symbols that passed now (most runs release none, fail none)
+        if any(symbol in report.rows for symbol in skip if symbol not in report.errors):
+            conn.execute(
+                "DELETE FROM quarantine WHERE symbol IN (SELECT symbol FROM verdicts WHERE passed)"
+            )
+        if report.errors:
+            conn.execute(
+                """
+                INSERT INTO quarantine (symbol, reasons, since, run_id, raw_fingerprint)
+                SELECT symbol, errors, checked_at, run_id, raw_fingerprint FROM verdicts
+                WHERE NOT passed
+                ON CONFLICT (symbol) DO UPDATE SET reasons = excluded.reasons,
+                    run_id = excluded.run_id, raw_fingerprint = excluded.raw_fingerprint
+                """
+            )
         conn.unregister("verdicts")
         conn.execute(
             "INSERT INTO gate_reads SELECT ?, unnest(?::VARCHAR[]), false, ? ON CONFLICT DO NOTHING",
