@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from stage2_assets.cli import main
+from stage2_assets.market.refresh import stage_delivery
 from stage2_assets.market.screening import Notes, readjustment_factors, screen_fetched
 from stage2_assets.resources.market_data import FetchResult
 from stage2_assets.resources.warehouse import Warehouse
@@ -97,6 +98,12 @@ def test_a_back_adjusted_split_is_fetched_whole_and_leaves_no_seam(project, caps
     assert "ABT" not in {q["symbol"] for q in _status(settings, capsys)["quarantine"]}
 
 
+def _factors(conn, delivered: pd.DataFrame) -> dict[str, float]:
+    """The re-adjustment factors of one delivery, staged as a refresh stages it."""
+    assert stage_delivery(conn, FetchResult(bars={"AAPL": delivered}).delivered())
+    return readjustment_factors(conn, 1e-4)
+
+
 def test_a_corrected_close_is_a_revision_not_a_readjustment(market_data_dir, tmp_path):
     """One bar's close corrected inside the overlap: an ordinary revision, no whole re-fetch."""
     bars = pd.read_csv(market_data_dir / "AAPL.csv").head(30)
@@ -110,19 +117,17 @@ def test_a_corrected_close_is_a_revision_not_a_readjustment(market_data_dir, tmp
         tail = bars.tail(4).reset_index(drop=True)
         corrected = tail.copy()
         corrected.loc[1, "close"] *= 1.01
-        assert readjustment_factors(conn, FetchResult(bars={"AAPL": corrected}), 1e-4) == {}
+        assert _factors(conn, corrected) == {}
         # the same four days scaled as one (a dividend re-adjustment of 0.5%) are one
         scaled = tail.assign(**{c: tail[c] / 1.005 for c in ("open", "high", "low", "close")})
-        factors = readjustment_factors(conn, FetchResult(bars={"AAPL": scaled}), 1e-4)
+        factors = _factors(conn, scaled)
         assert factors == {"AAPL": pytest.approx(1.005)}
         # an adjustment reaches back from its event: later overlap days unchanged, earlier scaled
         seam = pd.concat([scaled.head(2), tail.tail(2)], ignore_index=True)
-        assert readjustment_factors(conn, FetchResult(bars={"AAPL": seam}), 1e-4) == {
-            "AAPL": pytest.approx(1.005)
-        }
+        assert _factors(conn, seam) == {"AAPL": pytest.approx(1.005)}
         # the other way round is not one
         backwards = pd.concat([tail.head(2), scaled.tail(2)], ignore_index=True)
-        assert readjustment_factors(conn, FetchResult(bars={"AAPL": backwards}), 1e-4) == {}
+        assert _factors(conn, backwards) == {}
 
 
 def test_a_vanished_symbol_is_reported_every_run_and_announced_once(project, capsys, tmp_path):

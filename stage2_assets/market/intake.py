@@ -23,6 +23,7 @@ from stage2_assets.market.refresh import (
     last_stored_dates,
     named,
     plan_starts,
+    stage_delivery,
     store_fetched,
     summarize_log,
 )
@@ -175,7 +176,9 @@ class _Refresh:
             self.fetched,
             self.starts,
         )
-        factors = readjustment_factors(conn, fetched, refresh.readjust_tolerance)
+        # the delivery, read into the session once for every comparison with the stored bars
+        staged = stage_delivery(conn, fetched.delivered())
+        factors = readjustment_factors(conn, refresh.readjust_tolerance) if staged else {}
         # a back-adjusted history is fetched whole in this run, so no seam reaches validated_bars
         again = {s: refresh.history_start for s in factors if starts[s] > refresh.history_start}
         if again:
@@ -187,6 +190,7 @@ class _Refresh:
             fetched.bars.update(whole.bars)
             fetched.errors.update(whole.errors)
             starts.update(again)
+            stage_delivery(conn, fetched.delivered())
         for symbol, factor in sorted(factors.items()):
             self.notes.add(READJUSTED, symbol, factor=round(factor, 6), refetched=symbol in again)
             self.warn(
@@ -205,6 +209,7 @@ class _Refresh:
             self.as_of,
             set(self.full) | set(factors),
             notes,
+            staged=True,
         )
         summary = summarize_log(log, notes)
         for reason, failed in failures_by_reason(fetched.errors).items():

@@ -84,6 +84,25 @@ def plan_starts(
     return starts
 
 
+def stage_delivery(conn: duckdb.DuckDBPyConnection, delivered: pd.DataFrame | None) -> bool:
+    """Read the delivery once into the session's temp table ``incoming`` (``n``: its row order),
+    which the re-adjustment check and the store compare with the stored bars; False, and no
+    table, when nothing was delivered."""
+    if delivered is None:
+        conn.execute("DROP TABLE IF EXISTS incoming")
+        return False
+    conn.register("delivered_rows", delivered)
+    try:
+        conn.execute(
+            "CREATE OR REPLACE TEMP TABLE incoming AS SELECT row_number() OVER () AS n, "
+            "symbol, CAST(date AS DATE) AS date, open, high, low, close, volume, source "
+            "FROM delivered_rows"
+        )
+    finally:
+        conn.unregister("delivered_rows")
+    return True
+
+
 def store_fetched(
     conn: duckdb.DuckDBPyConnection,
     fetched: FetchResult,
@@ -93,24 +112,20 @@ def store_fetched(
     as_of: dt.date,
     full: Iterable[str] = (),
     notes: pd.DataFrame | None = None,
+    staged: bool = False,
 ) -> pd.DataFrame:
     """Write new and revised bars, the refresh log and the run's notes (``refresh_notes``) in one
     transaction; return the log rows. Quarantined symbols and those in ``full`` were fetched
-    whole: their raw history is replaced."""
+    whole: their raw history is replaced. With ``staged``, ``incoming`` already holds the
+    delivery (``stage_delivery``)."""
     delivered = fetched.delivered()
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     conn.execute("BEGIN TRANSACTION")
     try:
         stats = pd.DataFrame()
         if delivered is not None:
-            # the delivery, read into a table of the session once, for every comparison below
-            conn.register("delivered_rows", delivered)
-            conn.execute(
-                "CREATE OR REPLACE TEMP TABLE incoming AS SELECT row_number() OVER () AS n, "
-                "symbol, CAST(date AS DATE) AS date, open, high, low, close, volume, source "
-                "FROM delivered_rows"
-            )
-            conn.unregister("delivered_rows")
+            if not staged:
+                stage_delivery(conn, delivered)
             stats = _write_changes(conn, run_id, now)
             _replace_history(conn, run_id, now, set(full), delivered)
             conn.execute("DROP TABLE incoming")

@@ -102,26 +102,20 @@ def missing_symbols(
     }
 
 
-def readjustment_factors(
-    conn: duckdb.DuckDBPyConnection, fetched: FetchResult, tolerance: float
-) -> dict[str, float]:
-    """{symbol: factor} for symbols whose delivered bars, where they overlap stored ones, revise
-    every price of the earlier overlap days by one common factor (stored / delivered) while the
-    later overlap days, if any, are unchanged: the signature of a back-adjustment. A correction of
-    one bar or one field does not qualify; it stays an ordinary revision."""
-    delivered = fetched.delivered()
-    if delivered is None:
-        return {}
-    conn.register("delivered_prices", delivered[["symbol", "date", *PRICE_COLUMNS]])
+def readjustment_factors(conn: duckdb.DuckDBPyConnection, tolerance: float) -> dict[str, float]:
+    """{symbol: factor} for symbols whose delivered bars (the staged ``incoming`` table), where
+    they overlap stored ones, revise every price of the earlier overlap days by one common factor
+    (stored / delivered) while the later overlap days, if any, are unchanged: the signature of a
+    back-adjustment. A correction of one bar or one field does not qualify; it stays an ordinary
+    revision."""
     ratios = ", ".join(f"r.{c} / i.{c} AS {c}" for c in PRICE_COLUMNS)
     overlap = conn.execute(
         f"""
         SELECT i.symbol, i.date, {ratios}
-        FROM delivered_prices i JOIN raw_bars r ON r.symbol = i.symbol AND r.date = CAST(i.date AS DATE)
+        FROM incoming i JOIN raw_bars r ON r.symbol = i.symbol AND r.date = i.date
         ORDER BY i.symbol, i.date
         """
     ).df()
-    conn.unregister("delivered_prices")
     values = overlap[PRICE_COLUMNS].to_numpy(dtype="float64")
     changed = (np.abs(values - 1.0) > tolerance).any(axis=1)
     factors = {}
