@@ -105,21 +105,25 @@ def prepare(pending: pd.DataFrame, context: pd.DataFrame, as_of: dt.date) -> pd.
     """
     ctx = context.assign(_context=True)
     rows = pd.concat([ctx, pending.assign(_context=False)], ignore_index=True)
-    rows = rows.sort_values(
-        ["symbol", "date", "_context"], ascending=[True, True, False], kind="stable"
-    )
-    rows = rows.reset_index(drop=True)
-    previous = rows.groupby("symbol", sort=False)[["close", "date"]].shift(1)
+    # by symbol, date, context first; stable (a day's copies keep their order); in numpy, as
+    # pandas' multi-key sort and group-wise shift cost an incremental run more than its rules
+    codes = pd.factorize(rows["symbol"], sort=True)[0]
+    order = np.lexsort((~rows["_context"].to_numpy(dtype=bool), rows["date"].to_numpy(), codes))
+    rows = rows.take(order).reset_index(drop=True)
+    codes = codes[order]
+    follows = np.r_[False, codes[1:] == codes[:-1]]  # the row before is of the same symbol
+    close = rows["close"].to_numpy(dtype="float64")
+    previous = np.where(follows, np.r_[np.nan, close[:-1]], np.nan)
+    dates = rows["date"].to_numpy()
+    previous_date = np.where(follows, np.r_[dates[:1], dates[:-1]], dates)
     with np.errstate(divide="ignore", invalid="ignore"):
-        move = (rows["close"] / previous["close"] - 1.0).abs()
-    rows["abs_move"] = move.where(previous["close"] > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = rows["close"] / previous["close"]
-    rows["price_ratio"] = np.maximum(ratio, 1 / ratio).where(
-        (previous["close"] > 0) & (rows["close"] > 0)
-    )
-    gaps = sessions_between(previous["date"].fillna(rows["date"]), rows["date"])
-    rows["missing_sessions"] = gaps.where(previous["date"].notna())
+        ratio = close / previous
+        move = np.abs(ratio - 1.0)
+        scale = np.maximum(ratio, 1 / ratio)
+    rows["abs_move"] = np.where(previous > 0, move, np.nan)
+    rows["price_ratio"] = np.where((previous > 0) & (close > 0), scale, np.nan)
+    gaps = sessions_between(pd.Series(previous_date), rows["date"]).to_numpy(dtype="float64")
+    rows["missing_sessions"] = np.where(follows, gaps, np.nan)
     rows["days_after_as_of"] = (rows["date"] - pd.Timestamp(as_of)).dt.days
     rows["day_copies"] = _day_copies(rows)
     return rows
@@ -425,10 +429,11 @@ def validate_bars(
     if pending.empty:
         return report
     rows = prepare(pending, context_rows, as_of)
-    spans = rows.loc[~rows["_context"]].groupby("symbol")["date"].agg(["size", "min", "max"])
-    for symbol, count, first, last in spans.itertuples():
-        report.rows[str(symbol)] = int(count)
-        report.date_range[str(symbol)] = (first.date(), last.date())
+    judged = ~rows["_context"].to_numpy(dtype=bool)
+    symbols, dates = rows["symbol"].to_numpy()[judged], rows["date"].to_numpy()[judged]
+    for symbol, count, first, last in _spans(symbols, dates):
+        report.rows[symbol] = count
+        report.date_range[symbol] = (first, last)
 
     judge = _judge(float(max_abs_move), int(max_missing_sessions), float(max_price_ratio))
     report.expectations = sum(
@@ -443,17 +448,30 @@ def validate_bars(
         by_rule: dict[str, tuple[Rule, list[int]]] = {}
         for row, rule in judge.failures(judge.frames(chunk)):
             by_rule.setdefault(rule.name, (rule, []))[1].append(row)
+        context, chunk_symbols = chunk["_context"].to_numpy(dtype=bool), chunk["symbol"].to_numpy()
+        chunk_dates = chunk["date"].to_numpy()
         for name in sorted(by_rule, key=lambda n: listed.get(n, len(listed))):
             rule, index = by_rule[name]
-            bad = chunk.iloc[index]
-            bad = bad[~bad["_context"]]
+            bad = np.asarray(index, dtype=np.int64)
+            bad = np.unique(bad[~context[bad]])  # rows, each once, in order (symbol, date)
             target = report.errors if rule.severity == "error" else report.warnings
-            for symbol, group in bad.groupby("symbol"):
-                first = group["date"].min().date().isoformat()
-                target.setdefault(str(symbol), []).append(
-                    f"{rule.describe}: {len(group)} row(s), first {first} [{rule.name}]"
+            for symbol, count, first, _ in _spans(chunk_symbols[bad], chunk_dates[bad]):
+                target.setdefault(symbol, []).append(
+                    f"{rule.describe}: {count} row(s), first {first.isoformat()} [{rule.name}]"
                 )
     return report
+
+
+def _spans(symbols: np.ndarray, dates: np.ndarray):
+    """(symbol, rows, first day, last day) per symbol of rows sorted by symbol and date, in
+    symbol order."""
+    if not len(symbols):
+        return
+    starts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]])
+    ends = np.r_[starts[1:], len(symbols)]
+    days = dates.astype("datetime64[D]")
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        yield str(symbols[start]), end - start, days[start].item(), days[end - 1].item()
 
 
 JUDGE_CHUNK_ROWS = 1_000_000  # rows Great Expectations judges at once (about 1 GiB at its peak)
