@@ -14,7 +14,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -256,8 +256,9 @@ def _check_length(conn: duckdb.DuckDBPyConnection, path: Path, alias: str) -> No
 class _Attached:
     """A warehouse file attached to this process's DuckDB instance, and the threads using it."""
 
-    def __init__(self, alias: str, read_only: bool):
+    def __init__(self, alias: str, read_only: bool, spill: str | None):
         self.alias, self.read_only = alias, read_only
+        self.spill = spill  # the spill folder the instance was pointed at for it, if it was
         self.users: Counter[int] = Counter()  # thread id -> open connections
 
 
@@ -271,6 +272,7 @@ _SHARED = threading.Condition()
 _INSTANCES: dict[tuple, duckdb.DuckDBPyConnection] = {}
 _FILES: dict[tuple, _Attached] = {}
 _ALIASES = itertools.count()
+_SPILL: dict[tuple, str] = {}  # instance -> the spill folder it was last pointed at
 # How long a write waits for other threads' reads of the file in this process to end.
 _READERS_WAIT_S = 60.0
 
@@ -291,9 +293,12 @@ def _release(instance: tuple) -> None:
     if any(key[:2] == instance for key in _FILES):
         return
     base = _INSTANCES[instance]
-    (spill,) = one(base, "SELECT current_setting('temp_directory')")
+    spill = _SPILL.get(instance)  # the folder it was last pointed at (asked, where unknown)
+    if spill is None:
+        (spill,) = one(base, "SELECT current_setting('temp_directory')")
     if Path(spill).is_dir():
         del _INSTANCES[instance]
+        _SPILL.pop(instance, None)
         base.close()
 
 
@@ -304,9 +309,9 @@ class Warehouse(DuckDBResource):
     holder; a file DuckDB cannot read is reported corrupt, naming the way back, whether that shows
     when it is opened or in a query."""
 
-    def _attach(self, base: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> str:
+    def _attach(self, base: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> _Attached:
         """Attach the file to ``base`` under a fresh alias (waiting out another process's lock)
-        and check it is whole; return the alias."""
+        and check it is whole."""
         alias = f"warehouse_{next(_ALIASES)}"
         mode = " (READ_ONLY)" if read_only else ""
 
@@ -335,9 +340,12 @@ class Warehouse(DuckDBResource):
             raise
         # what spills goes beside the file, as with the file's own instance (unless another
         # warehouse's spill files are in use: they stay where they are)
-        with suppress(duckdb.Error):
-            base.execute(f"SET temp_directory = {_sql_text(f'{path}.tmp')}")
-        return alias
+        spill = f"{path}.tmp"
+        try:
+            base.execute(f"SET temp_directory = {_sql_text(spill)}")
+        except duckdb.Error:
+            spill = None
+        return _Attached(alias, read_only, spill)
 
     @contextmanager
     def _file(self, path: Path, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -362,7 +370,9 @@ class Warehouse(DuckDBResource):
                     )
                 entry = None
             if entry is None:
-                entry = _Attached(self._attach(base, path, read_only), read_only)
+                entry = self._attach(base, path, read_only)
+                if entry.spill is not None:
+                    _SPILL[instance] = entry.spill
                 _FILES[key] = entry
             entry.users[me] += 1
         conn = None
