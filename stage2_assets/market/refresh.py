@@ -203,32 +203,28 @@ def _write_changes(conn: duckdb.DuckDBPyConnection, run_id: str, now) -> pd.Data
     days, whose stored bars move to ``raw_bars_replaced``); return per symbol what came and what
     changed."""
     # One pass over the stored bars: per delivered row, whether its day is stored and whether a
-    # stored bar equals it. A row that matches none is a change; its (symbol, date) is replaced.
+    # stored bar equals it. A row that matches none is a change; its (symbol, date) is replaced,
+    # so every row of that day is ``changed``.
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE compared AS
-        SELECT i.n, any_value(i.symbol) AS symbol, any_value(i.date) AS date,
-               count(s.symbol) > 0 AS stored,
-               coalesce(bool_or(s.symbol IS NOT NULL AND {_SAME_VALUES}), false) AS equal
-        FROM incoming i LEFT JOIN raw_bars s ON s.symbol = i.symbol AND s.date = i.date
-        GROUP BY i.n
-        """
-    )
-    conn.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE changed_keys AS
-        SELECT DISTINCT symbol, date, stored AS revised FROM compared WHERE NOT equal
+        SELECT *, bool_or(NOT equal) OVER (PARTITION BY symbol, date) AS changed FROM (
+            SELECT i.n, any_value(i.symbol) AS symbol, any_value(i.date) AS date,
+                   count(s.symbol) > 0 AS stored,
+                   coalesce(bool_or(s.symbol IS NOT NULL AND {_SAME_VALUES}), false) AS equal
+            FROM incoming i LEFT JOIN raw_bars s ON s.symbol = i.symbol AND s.date = i.date
+            GROUP BY i.n
+        )
         """
     )
     stats = conn.execute(
         """
-        SELECT c.symbol,
+        SELECT symbol,
                count(*) AS fetched,
-               count(*) FILTER (WHERE k.symbol IS NOT NULL AND NOT k.revised) AS new,
-               count(DISTINCT k.date) FILTER (WHERE k.revised) AS revised,
-               min(c.date) AS first_date, max(c.date) AS last_date
-        FROM compared c LEFT JOIN changed_keys k ON k.symbol = c.symbol AND k.date = c.date
-        GROUP BY c.symbol
+               count(*) FILTER (WHERE changed AND NOT stored) AS new,
+               count(DISTINCT date) FILTER (WHERE changed AND stored) AS revised,
+               min(date) AS first_date, max(date) AS last_date
+        FROM compared GROUP BY symbol
         """
     ).df()
     if stats["revised"].any():
@@ -237,24 +233,24 @@ def _write_changes(conn: duckdb.DuckDBPyConnection, run_id: str, now) -> pd.Data
             """
             INSERT INTO raw_bars_replaced
             SELECT r.*, ?, ? FROM raw_bars r
-            SEMI JOIN changed_keys k ON r.symbol = k.symbol AND r.date = k.date AND k.revised
+            SEMI JOIN compared k ON r.symbol = k.symbol AND r.date = k.date AND k.changed
+                AND k.stored
             """,
             [now, run_id],
         )
         conn.execute(
-            "DELETE FROM raw_bars r USING changed_keys k "
-            "WHERE k.revised AND r.symbol = k.symbol AND r.date = k.date"
+            "DELETE FROM raw_bars r USING compared k "
+            "WHERE k.changed AND k.stored AND r.symbol = k.symbol AND r.date = k.date"
         )
     conn.execute(
         """
         INSERT INTO raw_bars
         SELECT i.symbol, i.date, i.open, i.high, i.low, i.close, i.volume, i.source, ?, ?
-        FROM incoming i SEMI JOIN changed_keys k ON k.symbol = i.symbol AND k.date = i.date
+        FROM incoming i JOIN compared k ON k.n = i.n AND k.changed
         ORDER BY i.n
         """,
         [run_id, now],
     )
-    conn.execute("DROP TABLE changed_keys")
     conn.execute("DROP TABLE compared")
     return stats
 
