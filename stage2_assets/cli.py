@@ -74,8 +74,10 @@ def _report_full(settings, run_id: str, named: list[str]) -> None:
             "SELECT count(*) FROM raw_bars_replaced WHERE replaced_by_run = ?", [run_id]
         ).fetchone()
     listed = ", ".join(f"{s} {n}" for s, n in per_symbol) or "none"
+    fetched = len(named) or symbols
     print(
-        f"full re-fetch of {len(named) or symbols} symbols: {revised} bars revised ({listed}); "
+        f"full re-fetch of {fetched} symbol{'' if fetched == 1 else 's'}: {revised} bars revised "
+        f"({listed}); "
         f"{moved} stored rows replaced, kept in raw_bars_replaced"
     )
 
@@ -165,6 +167,12 @@ def cmd_refresh(args, settings) -> int:
     tags = {}
     if args.full is not None:
         tags[FULL_TAG] = ",".join(validate_symbol(s) for s in args.full) if args.full else "*"
+    if args.full:  # named symbols outside the universe are refused before any run starts
+        from stage2_assets.market.intake import configured_symbols, full_refresh_symbols
+        from stage2_assets.resources.market_data import source_from_settings
+
+        source = source_from_settings(settings)
+        full_refresh_symbols(tags[FULL_TAG], configured_symbols(settings, source))
     result = run_job(
         settings,
         "refresh_market_data",

@@ -118,7 +118,7 @@ def test_refresh_full_picks_up_a_revision_older_than_the_overlap(project, capsys
     capsys.readouterr()
     assert main([*config, "refresh", "--as-of", "2019-06-21", "--full", "CAT"]) == 0
     out = capsys.readouterr().out
-    assert "full re-fetch of 1 symbols: 1 bars revised (CAT 1); 1 stored rows replaced" in out
+    assert "full re-fetch of 1 symbol: 1 bars revised (CAT 1); 1 stored rows replaced" in out
     assert _query(settings, cat.format("raw_bars")) == [(pytest.approx(round(old * 1.01, 2)),)]
     assert _query(settings, cat.format("validated_bars")) == [
         (pytest.approx(round(old * 1.01, 2)),)
@@ -126,5 +126,9 @@ def test_refresh_full_picks_up_a_revision_older_than_the_overlap(project, capsys
     assert _query(settings, "SELECT symbol, close FROM raw_bars_replaced") == [
         ("CAT", pytest.approx(old))
     ]
-    assert main([*config, "refresh", "--as-of", "2019-06-21", "--full", "ZZZZ"]) == 1
-    assert "--full names ZZZZ, not in this config's universe" in capsys.readouterr().err
+    runs = "SELECT count(DISTINCT run_id) FROM refresh_log"
+    before = _query(settings, runs)
+    # a name outside the universe is refused input: exit 2 before any run starts
+    assert main([*config, "refresh", "--as-of", "2019-06-21", "--full", "ZZZZ"]) == 2
+    assert capsys.readouterr().err.startswith("stage2: --full names ZZZZ, not in this config's")
+    assert _query(settings, runs) == before
