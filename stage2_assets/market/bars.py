@@ -96,17 +96,18 @@ def normalize_long(
         dates = dates.dt.tz_localize(None)
     bad = dates.isna()
     _record(errors, data, bad, lambda v: f"date {v!r} is not a date", "date")
-    data["date"] = dates.dt.normalize().astype("datetime64[ns]")
+    days = dates.dt.normalize().astype("datetime64[ns]")
     # Clip before coercing values: an incremental fetch pays for the rows it keeps.
-    keep = bad.copy()
-    in_range = pd.Series(True, index=data.index)
+    kept = bad.to_numpy(dtype=bool, copy=True)
+    in_range = np.ones(len(data), dtype=bool)
     if starts is not None:
-        in_range &= data["date"] >= data["symbol"].map(
-            {s: pd.Timestamp(d) for s, d in starts.items()}
-        )
+        first = data["symbol"].map({s: pd.Timestamp(d) for s, d in starts.items()})
+        in_range &= (days >= first).to_numpy(dtype=bool)
     if end is not None:
-        in_range &= data["date"] <= pd.Timestamp(end)
-    data = data[keep | in_range].copy()
+        in_range &= (days <= pd.Timestamp(end)).to_numpy(dtype=bool)
+    kept |= in_range
+    data = data[kept]
+    columns = {"symbol": data["symbol"].to_numpy(), "date": days.to_numpy()[kept]}
     for column in [*PRICE_COLUMNS, "volume"]:
         values = pd.to_numeric(data[column], errors="coerce")
         not_numeric = values.isna() & data[column].notna()
@@ -117,11 +118,14 @@ def normalize_long(
             lambda v, c=column: f"column {c} holds a non-numeric value {v!r}",
             column,
         )
-        data[column] = values.astype("float64")
-    data = data[~data["symbol"].isin(errors)]
-    data = data.dropna(how="all", subset=[*PRICE_COLUMNS, "volume"])
-    data = data.assign(source=source)[STORED_COLUMNS]
-    bars = _split_by_symbol(data)
+        columns[column] = values.to_numpy(dtype="float64")
+    # one frame of the kept rows, built once (assigning column by column copies the frame each time)
+    stored = ~pd.Series(columns["symbol"]).isin(errors).to_numpy(dtype=bool)
+    stored &= ~np.isnan(np.column_stack([columns[c] for c in [*PRICE_COLUMNS, "volume"]])).all(
+        axis=1
+    )
+    data = pd.DataFrame({c: v[stored] for c, v in columns.items()}).assign(source=source)
+    bars = _split_by_symbol(data[STORED_COLUMNS])
     for symbol in shaped:
         if symbol not in errors and symbol not in bars:
             bars[symbol] = data.iloc[0:0].reset_index(drop=True)
