@@ -474,7 +474,7 @@ def _spans(symbols: np.ndarray, dates: np.ndarray):
         yield str(symbols[start]), end - start, days[start].item(), days[end - 1].item()
 
 
-JUDGE_CHUNK_ROWS = 1_000_000  # rows Great Expectations judges at once (about 1 GiB at its peak)
+JUDGE_CHUNK_ROWS = 500_000  # bars Great Expectations judges at once (15 stacked values a bar)
 
 
 def _symbol_chunks(rows: pd.DataFrame, limit: int):
