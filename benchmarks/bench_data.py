@@ -163,10 +163,11 @@ def main() -> int:
         print(f"full load: {full} / gate {full_gate}")
         print(f"incremental: {incr} / gate {incr_gate}")
         print(f"features: {len(table)} rows, {table['symbol'].nunique()} symbols")
-        median = {
-            name: repeated(name, [seconds for step, seconds, _ in results if step == name])
+        seconds = {
+            name: [seconds for step, seconds, _ in results if step == name]
             for name in (full_name, full_gate_name, incr_name, incr_gate_name)
         }
+        median = {name: repeated(name, runs) for name, runs in seconds.items()}
         print(
             f"ratio incremental/full, raw_bars refresh: {median[incr_name] / median[full_name]:.3f}"
         )
@@ -174,10 +175,6 @@ def main() -> int:
             "ratio incremental/full, refresh + quality gate: "
             f"{(median[incr_name] + median[incr_gate_name]) / (median[full_name] + median[full_gate_name]):.3f}"
         )
-        seconds = {
-            name: [seconds for step, seconds, _ in results if step == name]
-            for name in (full_name, full_gate_name, incr_name, incr_gate_name)
-        }
         pairs = [
             (a + b) / (c + d)
             for a, b, c, d in zip(

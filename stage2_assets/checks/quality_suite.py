@@ -125,20 +125,11 @@ def prepare(pending: pd.DataFrame, context: pd.DataFrame, as_of: dt.date) -> pd.
     gaps = sessions_between(pd.Series(previous_date), rows["date"]).to_numpy(dtype="float64")
     rows["missing_sessions"] = np.where(follows, gaps, np.nan)
     rows["days_after_as_of"] = (rows["date"] - pd.Timestamp(as_of)).dt.days
-    rows["day_copies"] = _day_copies(rows)
+    # copies of a (symbol, date), adjacent in this order: a context row never shares a day with a
+    # pending one (it is the validated bar before a stretch of pending days)
+    day = np.cumsum(~(follows & (dates == previous_date))) - 1
+    rows["day_copies"] = np.bincount(day)[day].astype("float64")
     return rows
-
-
-def _day_copies(rows: pd.DataFrame) -> np.ndarray:
-    """Per row, how many rows hold its (symbol, date): the rows are sorted by both, so the copies
-    of a day are adjacent. A context row never shares a day with a pending one (it is the
-    validated bar before a stretch of pending days)."""
-    if rows.empty:
-        return np.zeros(0, dtype="float64")
-    symbol, date = rows["symbol"].to_numpy(), rows["date"].to_numpy()
-    repeat = np.r_[False, (symbol[1:] == symbol[:-1]) & (date[1:] == date[:-1])]
-    day = np.cumsum(~repeat) - 1
-    return np.bincount(day)[day].astype("float64")
 
 
 # Great Expectations' cost is mostly per expectation and per frame validated, whatever the row

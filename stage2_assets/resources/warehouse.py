@@ -14,7 +14,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
@@ -256,9 +256,8 @@ def _check_length(conn: duckdb.DuckDBPyConnection, path: Path, alias: str) -> No
 class _Attached:
     """A warehouse file attached to this process's DuckDB instance, and the threads using it."""
 
-    def __init__(self, alias: str, read_only: bool, spill: str | None):
+    def __init__(self, alias: str, read_only: bool):
         self.alias, self.read_only = alias, read_only
-        self.spill = spill  # the spill folder the instance was pointed at for it, if it was
         self.users: Counter[int] = Counter()  # thread id -> open connections
 
 
@@ -309,9 +308,11 @@ class Warehouse(DuckDBResource):
     holder; a file DuckDB cannot read is reported corrupt, naming the way back, whether that shows
     when it is opened or in a query."""
 
-    def _attach(self, base: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> _Attached:
-        """Attach the file to ``base`` under a fresh alias (waiting out another process's lock)
-        and check it is whole."""
+    def _attach(
+        self, base: duckdb.DuckDBPyConnection, instance: tuple, path: Path, read_only: bool
+    ) -> str:
+        """Attach the file to ``base`` (the instance ``instance``) under a fresh alias (waiting out
+        another process's lock) and check it is whole; return the alias."""
         alias = f"warehouse_{next(_ALIASES)}"
         mode = " (READ_ONLY)" if read_only else ""
 
@@ -340,12 +341,10 @@ class Warehouse(DuckDBResource):
             raise
         # what spills goes beside the file, as with the file's own instance (unless another
         # warehouse's spill files are in use: they stay where they are)
-        spill = f"{path}.tmp"
-        try:
-            base.execute(f"SET temp_directory = {_sql_text(spill)}")
-        except duckdb.Error:
-            spill = None
-        return _Attached(alias, read_only, spill)
+        with suppress(duckdb.Error):
+            base.execute(f"SET temp_directory = {_sql_text(f'{path}.tmp')}")
+            _SPILL[instance] = f"{path}.tmp"
+        return alias
 
     @contextmanager
     def _file(self, path: Path, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -370,9 +369,7 @@ class Warehouse(DuckDBResource):
                     )
                 entry = None
             if entry is None:
-                entry = self._attach(base, path, read_only)
-                if entry.spill is not None:
-                    _SPILL[instance] = entry.spill
+                entry = _Attached(self._attach(base, instance, path, read_only), read_only)
                 _FILES[key] = entry
             entry.users[me] += 1
         conn = None
