@@ -130,3 +130,46 @@ def test_a_failed_write_leaves_the_store_as_it_was(store, monkeypatch):
         _refresh(warehouse, source, dt.date(2024, 2, 12), "r2")
     assert _count(warehouse) == rows
     assert _count(warehouse, "SELECT count(*) FROM refresh_log WHERE run_id = 'r2'") == 0
+
+
+def test_a_quarantined_history_fetched_whole_is_compared_by_its_rows_and_copies(store):
+    """A quarantined symbol is fetched whole every run. An unchanged file stores nothing and moves
+    nothing (its history is recognised as the stored one, duplicate day included); a file whose
+    two copies of a day both changed, to one new value, is a revision of that day: an
+    order-free digest that cancels pairs (XOR) would see no change there."""
+    warehouse, source, folder = store
+    bars = _bars(30)
+    twice = pd.concat([bars, bars.iloc[[7]]]).sort_values("date", kind="stable")
+    write_csv(folder, "AAA", twice)  # 2024-01-11 delivered twice, as CBS delivers a day
+    _refresh(warehouse, source, dt.date(2024, 2, 12), "r1")
+    with warehouse.connect() as conn:
+        conn.execute(
+            "INSERT INTO quarantine (symbol, reasons, since, run_id) "
+            "VALUES ('AAA', '[]', TIMESTAMP '2024-02-12 18:00', 'g1')"
+        )
+        before = conn.execute("SELECT * FROM raw_bars ORDER BY symbol, date, run_id").df()
+    summary = _refresh(warehouse, source, dt.date(2024, 2, 12), "r2")
+    with warehouse.connect(read_only=True) as conn:
+        after = conn.execute("SELECT * FROM raw_bars ORDER BY symbol, date, run_id").df()
+        logged = conn.execute(
+            "SELECT symbol, requested_start, fetched, new, revised, first_date, last_date "
+            "FROM refresh_log WHERE run_id = 'r2' ORDER BY symbol"
+        ).fetchall()
+    pd.testing.assert_frame_equal(before, after)
+    assert summary["new"] == 0 and summary["revised"] == 0
+    assert logged[0] == ("AAA", HISTORY, 31, 0, 0, dt.date(2024, 1, 2), dt.date(2024, 2, 12))
+    assert logged[1][:2] == ("BBB", dt.date(2024, 2, 7))  # the overlap only
+    assert _count(warehouse, "SELECT count(*) FROM raw_bars_replaced") == 0
+
+    changed = twice.copy()
+    changed.loc[changed["date"] == "2024-01-11", "close"] = 10.25  # both copies, one new close
+    write_csv(folder, "AAA", changed)
+    summary = _refresh(warehouse, source, dt.date(2024, 2, 12), "r3")
+    assert summary["revised"] == 1 and summary["new"] == 0
+    day = "symbol = 'AAA' AND date = '2024-01-11'"
+    with warehouse.connect(read_only=True) as conn:
+        stored = conn.execute(f"SELECT close, run_id FROM raw_bars WHERE {day}").fetchall()
+        moved = conn.execute(f"SELECT close FROM raw_bars_replaced WHERE {day}").fetchall()
+    assert stored == [(10.25, "r3"), (10.25, "r3")]
+    assert moved == [(pytest.approx(bars.loc[7, "close"]),)] * 2
+    assert _count(warehouse, "SELECT count(*) FROM raw_bars WHERE symbol = 'AAA'") == 31

@@ -22,7 +22,7 @@ import pandas as pd
 
 from stage2_assets import clock
 from stage2_assets.checks.quality_suite import QualityReport, validate_bars
-from stage2_assets.resources.warehouse import symbol_ranges
+from stage2_assets.resources.warehouse import BAR_DIGEST, symbol_ranges
 
 _VALUES = ["open", "high", "low", "close", "volume"]
 _SAME = " AND ".join(f"r.{c} IS NOT DISTINCT FROM v.{c}" for c in _VALUES)
@@ -166,15 +166,15 @@ def raw_fingerprints(
 ) -> dict[str, str]:
     """{symbol: a fingerprint of all its raw bars} for every symbol the store holds (or for those
     of ``symbols`` it holds): equal fingerprints mean the same rows (row count and an order-free
-    hash of every value)."""
+    digest of every value, ``BAR_DIGEST``). A fingerprint recorded by an earlier version (an XOR
+    of the hashes) differs from every new one: that symbol is judged once more."""
     if symbols is not None and not symbols:
         return {}
     among = "WHERE list_contains(?, symbol)" if symbols is not None else ""
     return {
         symbol: f"{rows}:{digest}"
         for symbol, rows, digest in conn.execute(
-            "SELECT symbol, count(*), bit_xor(hash(date, open, high, low, close, volume)) "
-            f"FROM raw_bars {among} GROUP BY symbol",
+            f"SELECT symbol, count(*), {BAR_DIGEST} FROM raw_bars {among} GROUP BY symbol",
             [list(symbols)] if symbols is not None else [],
         ).fetchall()
     }

@@ -140,6 +140,11 @@ _OFFLINE = {"autoinstall_known_extensions": False, "autoload_known_extensions": 
 _MEMORY = {"memory_limit": os.environ.get("STAGE2_DUCKDB_MEMORY_LIMIT", "2GiB")}
 
 
+# An order-free digest of a group of bars' values: equal for the same rows, each as many times (a
+# sum, not an XOR, which cancels a day's two copies and would miss both being changed alike).
+BAR_DIGEST = "sum(hash(date, open, high, low, close, volume)::HUGEINT)"
+
+
 def one(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
     """The first row of a query, with the result drained.
 
