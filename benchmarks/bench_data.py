@@ -76,7 +76,7 @@ def gate(warehouse: Warehouse, run_id: str) -> dict:
         written = apply_passing(conn, report, run_id)
     return {
         "judged": pending,
-        "validated": int(written["bars"].sum()),
+        "validated": written.bars,
         "quarantined": report.failed,
     }
 

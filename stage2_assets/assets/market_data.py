@@ -175,8 +175,8 @@ def validated_bars(
     return dg.MaterializeResult(
         metadata={
             "as_of": dg.MetadataValue.text(as_of_date(context).isoformat()),
-            "bars_written": dg.MetadataValue.int(int(written["bars"].sum())),
-            "symbols_written": dg.MetadataValue.int(len(written)),
+            "bars_written": dg.MetadataValue.int(written.bars),
+            "symbols_written": dg.MetadataValue.int(written.symbols),
             "symbols_quarantined": dg.MetadataValue.int(len(report.errors)),
             "quarantined": dg.MetadataValue.json(sorted(report.errors)),
             "table": dg.MetadataValue.json(table_summary(warehouse, "validated_bars")),

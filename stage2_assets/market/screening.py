@@ -109,12 +109,20 @@ def readjustment_factors(conn: duckdb.DuckDBPyConnection, tolerance: float) -> d
     back-adjustment. A correction of one bar or one field does not qualify; it stays an ordinary
     revision."""
     ratios = ", ".join(f"r.{c} / i.{c} AS {c}" for c in PRICE_COLUMNS)
+    # only the overlap of symbols with some price off by more than the tolerance (or not a
+    # number) comes back, usually none: the test below is the one that decides
+    off = " OR ".join(f"NOT (abs({c} - 1.0) <= $tolerance)" for c in PRICE_COLUMNS)
     overlap = conn.execute(
         f"""
-        SELECT i.symbol, i.date, {ratios}
-        FROM incoming i JOIN raw_bars r ON r.symbol = i.symbol AND r.date = i.date
-        ORDER BY i.symbol, i.date
-        """
+        WITH overlap AS (
+            SELECT i.symbol, i.date, {ratios}
+            FROM incoming i JOIN raw_bars r ON r.symbol = i.symbol AND r.date = i.date
+        )
+        SELECT * FROM overlap
+        WHERE symbol IN (SELECT symbol FROM overlap WHERE {off})
+        ORDER BY symbol, date
+        """,
+        {"tolerance": float(tolerance)},
     ).df()
     values = overlap[PRICE_COLUMNS].to_numpy(dtype="float64")
     changed = (np.abs(values - 1.0) > tolerance).any(axis=1)

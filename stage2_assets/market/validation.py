@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
@@ -42,7 +43,7 @@ def _pending_sql(
     spans that both tables are narrowed to first, ``since`` being their earliest first day (a
     constant the scans skip whole row groups by); with ``skip``, the query's first parameter is a
     list of symbols left out; with ``runs``, its next parameter is the list of refresh runs whose
-    raw rows are compared (``unapplied_runs``)."""
+    raw rows are compared (``raw_overview``)."""
     raw, validated, rid = "raw_bars", "validated_bars", "r.rowid"
     narrowed = ""
     if within:
@@ -80,19 +81,25 @@ def _with_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def unapplied_runs(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    """The refresh runs with raw bars that no applied gate has read, and '' where some bar has no
-    run (one stored by hand: always compared): the only bars that can differ from the validated
-    ones. Every raw bar of an applied gate's runs equals its validated bar or belongs to a
-    quarantined symbol (judged again on its whole history when its raw bars change), and raw bars
-    are never changed in place, only added or moved out."""
-    return [
-        run
-        for (run,) in conn.execute(
-            "SELECT DISTINCT coalesce(run_id, '') AS run FROM raw_bars WHERE run_id IS NULL "
-            "OR run_id NOT IN (SELECT raw_run_id FROM gate_reads WHERE applied) ORDER BY run"
-        ).fetchall()
-    ]
+def raw_overview(conn: duckdb.DuckDBPyConnection) -> tuple[int, int, list[str]]:
+    """(raw rows, raw symbols, unapplied runs) in one pass over the raw bars.
+
+    The unapplied runs are the refresh runs with raw bars that no applied gate has read, and ''
+    where some bar has no run (one stored by hand: always compared): the only bars that can differ
+    from the validated ones. Every raw bar of an applied gate's runs equals its validated bar or
+    belongs to a quarantined symbol (judged again on its whole history when its raw bars change),
+    and raw bars are never changed in place, only added or moved out."""
+    rows, symbols, runs = conn.execute(
+        """
+        SELECT count(*), count(DISTINCT symbol),
+               list(DISTINCT coalesce(run_id, '') ORDER BY coalesce(run_id, '')) FILTER (
+                   WHERE run_id IS NULL
+                   OR run_id NOT IN (SELECT raw_run_id FROM gate_reads WHERE applied)
+               )
+        FROM raw_bars
+        """
+    ).fetchall()[0]
+    return int(rows), int(symbols), list(runs or [])
 
 
 def pending_counts(
@@ -222,13 +229,10 @@ def evaluate_quality(
             rules.max_price_ratio,
         )
 
-    # the runs read now, before their bars: bars a refresh adds meanwhile wait for the next gate
-    runs = unapplied_runs(conn)
-    # pending bars are raw bars: a store of fewer raw rows than the limit is judged in one piece
+    # the runs read now, before their bars: bars a refresh adds meanwhile wait for the next gate.
+    # Pending bars are raw bars: a store of fewer raw rows than the limit is judged in one piece
     # without counting them first (a second pass over the tables on every weekly refresh)
-    raw_rows, universe = conn.execute(
-        "SELECT count(*), count(DISTINCT symbol) FROM raw_bars"
-    ).fetchall()[0]
+    raw_rows, universe, runs = raw_overview(conn)
     counts = pending_counts(conn, skip, runs) if raw_rows > PENDING_CHUNK_ROWS else []
     if raw_rows <= PENDING_CHUNK_ROWS or sum(rows for _, rows in counts) <= PENDING_CHUNK_ROWS:
         pending, context = pending_bars(conn, skip=skip, runs=runs)
@@ -336,12 +340,19 @@ def load_report(conn: duckdb.DuckDBPyConnection, run_id: str) -> QualityReport |
     return report
 
 
-def apply_passing(
-    conn: duckdb.DuckDBPyConnection, report: QualityReport, run_id: str
-) -> pd.DataFrame:
-    """Upsert the pending bars of every passing symbol into validated_bars; return the bars
-    written per symbol (columns symbol, bars), not the bars themselves (a first load of thousands of
-    symbols stays inside the database)."""
+@dataclass(frozen=True)
+class Written:
+    """What ``apply_passing`` wrote to validated_bars."""
+
+    bars: int  # bars upserted
+    # passing symbols judged (one released with bars equal to its validated ones writes none)
+    symbols: int
+
+
+def apply_passing(conn: duckdb.DuckDBPyConnection, report: QualityReport, run_id: str) -> Written:
+    """Upsert the pending bars of every passing symbol into validated_bars; return how many bars
+    and symbols were written, not the bars themselves (a first load of thousands of symbols stays
+    inside the database)."""
     # Only the span the gate judged of each passing symbol is read: a symbol can gain pending bars
     # between the gate and this step only through another writer, and bars the gate never judged
     # wait for the next run. An incremental run so compares days, not the whole history.
@@ -357,24 +368,17 @@ def apply_passing(
     conn.register("judged_spans", spans)
     conn.execute("BEGIN TRANSACTION")
     try:
-        # found and written inside the database: no round trip of the bars through pandas
-        conn.execute(
+        # found and written inside the database in one statement: no round trip of the bars
+        # through pandas, and no table of them written, counted and dropped
+        ((bars,),) = conn.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE passing AS
-            {_pending_sql("judged_spans", since=since)} SELECT * FROM pending ORDER BY symbol, date
-            """
-        )
-        conn.execute(
-            """
             INSERT OR REPLACE INTO validated_bars
-            SELECT symbol, date, open, high, low, close, volume, source, ? FROM passing
+            {_pending_sql("judged_spans", since=since)}
+            SELECT symbol, date, open, high, low, close, volume, source, ? FROM pending
+            ORDER BY symbol, date
             """,
             [run_id],
-        )
-        written = conn.execute(
-            "SELECT symbol, count(*) AS bars FROM passing GROUP BY symbol ORDER BY symbol"
-        ).df()
-        conn.execute("DROP TABLE passing")
+        ).fetchall()
         # the runs this gate read need not be compared again
         conn.execute("UPDATE gate_reads SET applied = true WHERE run_id = ?", [run_id])
         conn.execute("COMMIT")
@@ -383,7 +387,7 @@ def apply_passing(
         raise
     finally:
         conn.unregister("judged_spans")
-    return written
+    return Written(bars=int(bars), symbols=len(judged))
 
 
 def quarantine_rows(conn: duckdb.DuckDBPyConnection) -> list[dict]:
