@@ -43,7 +43,7 @@ def _pending_sql(
     spans that both tables are narrowed to first, ``since`` being their earliest first day (a
     constant the scans skip whole row groups by); with ``skip``, the query's first parameter is a
     list of symbols left out; with ``runs``, its next parameter is the list of refresh runs whose
-    raw rows are compared (``raw_overview``)."""
+    raw rows are compared (``unapplied_runs``)."""
     raw, validated, rid = "raw_bars", "validated_bars", "r.rowid"
     narrowed = ""
     if within:
@@ -81,25 +81,19 @@ def _with_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def raw_overview(conn: duckdb.DuckDBPyConnection) -> tuple[int, int, list[str]]:
-    """(raw rows, raw symbols, unapplied runs) in one pass over the raw bars.
-
-    The unapplied runs are the refresh runs with raw bars that no applied gate has read, and ''
-    where some bar has no run (one stored by hand: always compared): the only bars that can differ
-    from the validated ones. Every raw bar of an applied gate's runs equals its validated bar or
-    belongs to a quarantined symbol (judged again on its whole history when its raw bars change),
-    and raw bars are never changed in place, only added or moved out."""
-    rows, symbols, runs = conn.execute(
-        """
-        SELECT count(*), count(DISTINCT symbol),
-               list(DISTINCT coalesce(run_id, '') ORDER BY coalesce(run_id, '')) FILTER (
-                   WHERE run_id IS NULL
-                   OR run_id NOT IN (SELECT raw_run_id FROM gate_reads WHERE applied)
-               )
-        FROM raw_bars
-        """
-    ).fetchall()[0]
-    return int(rows), int(symbols), list(runs or [])
+def unapplied_runs(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """The refresh runs with raw bars that no applied gate has read, and '' where some bar has no
+    run (one stored by hand: always compared): the only bars that can differ from the validated
+    ones. Every raw bar of an applied gate's runs equals its validated bar or belongs to a
+    quarantined symbol (judged again on its whole history when its raw bars change), and raw bars
+    are never changed in place, only added or moved out."""
+    return [
+        run
+        for (run,) in conn.execute(
+            "SELECT DISTINCT coalesce(run_id, '') AS run FROM raw_bars WHERE run_id IS NULL "
+            "OR run_id NOT IN (SELECT raw_run_id FROM gate_reads WHERE applied) ORDER BY run"
+        ).fetchall()
+    ]
 
 
 def pending_counts(
@@ -229,10 +223,13 @@ def evaluate_quality(
             rules.max_price_ratio,
         )
 
-    # the runs read now, before their bars: bars a refresh adds meanwhile wait for the next gate.
-    # Pending bars are raw bars: a store of fewer raw rows than the limit is judged in one piece
+    # the runs read now, before their bars: bars a refresh adds meanwhile wait for the next gate
+    runs = unapplied_runs(conn)
+    # pending bars are raw bars: a store of fewer raw rows than the limit is judged in one piece
     # without counting them first (a second pass over the tables on every weekly refresh)
-    raw_rows, universe, runs = raw_overview(conn)
+    raw_rows, universe = conn.execute(
+        "SELECT count(*), count(DISTINCT symbol) FROM raw_bars"
+    ).fetchall()[0]
     counts = pending_counts(conn, skip, runs) if raw_rows > PENDING_CHUNK_ROWS else []
     if raw_rows <= PENDING_CHUNK_ROWS or sum(rows for _, rows in counts) <= PENDING_CHUNK_ROWS:
         pending, context = pending_bars(conn, skip=skip, runs=runs)
