@@ -432,3 +432,31 @@ def test_an_unknown_episode_kind_is_refused():
         ValueError, match="unknown episode 'meteor'; known: transient, label_noise, stale_feed"
     ):
         simulate_bars(spec, spec.symbols, dt.date(2023, 6, 30))
+
+
+def test_csv_text_becomes_the_numbers_and_days_pandas_makes_of_it():
+    """Prices and dates read as text are parsed on a fast path where it gives pandas' own values,
+    bit for bit: a stored bar parsed by pandas before must compare equal, or every overlap day
+    would read as a revision. Long numbers (pandas rounds them in the last place unlike numpy),
+    blanks, words, exponents and impossible or out-of-range days take pandas' path."""
+    from stage2_assets.market.bars import _iso_days, _numbers
+
+    rng = np.random.default_rng(7)
+    digits = rng.integers(0, 10**9, size=20_000)
+    short = pd.Series([f"{d / 10 ** (d % 7):.{d % 7}f}" for d in digits], dtype=object)
+    assert short.str.len().max() <= 15
+    assert np.array_equal(
+        _numbers(short).view("int64"),
+        pd.to_numeric(short, errors="coerce").to_numpy(dtype="float64").view("int64"),
+    )
+    # pandas' value, not numpy's correctly rounded one, for a 17-digit price
+    odd = pd.Series(["50889957.903289218", "12.5", "", "1_000", "1e3", "-0", "n/a"], dtype=object)
+    parsed = _numbers(odd)
+    assert parsed[0] == pd.to_numeric(odd, errors="coerce")[0] != float("50889957.903289218")
+    assert parsed[1] == 12.5 and parsed[4] == 1000.0
+    assert np.isnan(parsed[[2, 3, 6]]).all() and np.signbit(parsed[5])
+
+    days = pd.Series(["2019-12-27", "2020-01-02", "2020-02-28"], dtype=object)
+    assert _iso_days(days).tolist() == pd.to_datetime(days, format="ISO8601").tolist()
+    for other in ("2019-02-30", "9999-12-31", "2019-1-02", "2019-12-27T10:00", "20191227"):
+        assert _iso_days(pd.Series(["2019-12-27", other], dtype=object)) is None
