@@ -291,6 +291,30 @@ def test_csv_tail_read_returns_exactly_the_rows_since_start(tmp_path):
     assert recent["close"].tolist() == pytest.approx(
         full.loc[full["date"] >= "2011-06-01", "close"].tolist()
     )
+    # a quoted field (here the last row's date) is read by the csv module's rules, the same rows
+    lines = path.read_text().splitlines()
+    day, rest = lines[-1].split(",", 1)
+    path.write_text("\n".join([*lines[:-1], f'"{day}",{rest}']) + "\n")
+    quoted = read_tail_rows(path, dt.date(2011, 6, 1))
+    assert quoted[-1] == [day, *rest.split(",")]
+    assert len(quoted) == (full["date"] >= "2011-06-01").sum()
+
+
+def test_csv_listing_sees_a_file_added_or_removed_after_the_last_listing(tmp_path):
+    """The folder's listing is reused while its entries are unchanged, and read again when a file
+    is added or removed (the folder's modification time moves)."""
+    write_csv(tmp_path, "AAA", _bars(5))
+    source = CsvSource(folder=str(tmp_path))
+    assert source.listing().symbols == ["AAA"]
+    write_csv(tmp_path, "BBB", _bars(5))
+    (tmp_path / "b b.csv").write_text("date\n")
+    assert source.listing().symbols == ["AAA", "BBB"]
+    assert [r["file"] for r in source.listing().refused] == ["b b.csv"]
+    (tmp_path / "AAA.csv").unlink()
+    fetched = source.fetch(
+        {"AAA": dt.date(2024, 1, 1), "BBB": dt.date(2024, 1, 1)}, dt.date(2024, 2, 1)
+    )
+    assert "no file AAA.csv" in fetched.errors["AAA"] and len(fetched.bars["BBB"]) == 5
 
 
 def test_a_fetch_delivers_one_long_frame_until_a_frame_is_replaced(tmp_path):

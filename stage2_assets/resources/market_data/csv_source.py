@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from stage2_assets.errors import DataSourceError, InvalidNameError
 from stage2_assets.market.bars import BAR_COLUMNS, empty_bars, normalize_frames, normalize_long
@@ -44,11 +44,23 @@ class CsvSource(MarketDataSource):
             raise DataSourceError(f"csv folder {folder} does not exist (data_source.path)")
         return folder.resolve()
 
+    # the folder's last listing and its modification time: a refresh lists the folder and then
+    # reads it, and a folder whose entries did not change (same mtime) lists the same files
+    _listed: tuple | None = PrivateAttr(default=None)
+
     def _files(self) -> tuple[dict[str, Path], list[dict[str, str]]]:
         """{symbol: its file} and the refused files, by one rule for listing and reading: a
         ``*.csv`` file (any case) whose name, upper-cased, is a valid ticker; where two files name
         one symbol (``aos.csv`` and ``AOS.csv``) the exact ``SYMBOL.csv`` wins, else neither."""
         folder = self._folder()
+        stamp = (folder, folder.stat().st_mtime_ns)
+        if self._listed is not None and self._listed[0] == stamp:
+            return dict(self._listed[1]), list(self._listed[2])
+        files, refused = self._list(folder)
+        self._listed = (stamp, files, refused)
+        return dict(files), list(refused)
+
+    def _list(self, folder: Path) -> tuple[dict[str, Path], list[dict[str, str]]]:
         named: dict[str, list[Path]] = {}
         refused = []
         with os.scandir(folder) as entries:  # names and kinds in one read of the folder
@@ -150,7 +162,7 @@ class CsvSource(MarketDataSource):
 
 
 _TAIL_BYTES = 1_024  # ~22 daily rows, a weekly refresh with its overlap; grows x4 to the start
-_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISO_DAYS = re.compile(r"(?:\d{4}-\d{2}-\d{2})*")  # dates of 10 characters each, joined
 
 
 def read_tail_rows(path: Path, start: dt.date) -> list[list[str]] | None:
@@ -161,9 +173,9 @@ def read_tail_rows(path: Path, start: dt.date) -> list[list[str]] | None:
     None when the fast path cannot be trusted (another header, a row of another width, a date that
     is not YYYY-MM-DD, dates out of order, bytes that are not UTF-8): the caller reads it whole.
     """
-    size = path.stat().st_size
     floor = start.isoformat()
     with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
         header = handle.readline()
         try:
             names = [n.strip().lower() for n in header.decode("utf-8").strip().split(",")]
@@ -181,12 +193,21 @@ def read_tail_rows(path: Path, start: dt.date) -> list[list[str]] | None:
             if offset > len(header):
                 body = body.split(b"\n", 1)[1] if b"\n" in body else b""
             try:
-                lines = [line for line in csv.reader(body.decode("utf-8").splitlines()) if line]
-            except (UnicodeDecodeError, csv.Error):
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
                 return None
+            if '"' in text or "\x00" in text:  # quoted fields: the csv module's rules
+                try:
+                    lines = [line for line in csv.reader(text.splitlines()) if line]
+                except csv.Error:
+                    return None
+            else:  # plain fields, as the csv module splits them
+                lines = [line.split(",") for line in text.splitlines() if line]
             dates = [line[0] for line in lines]
-            if any(len(line) != len(BAR_COLUMNS) for line in lines) or not all(
-                _ISO_DAY.match(d) for d in dates
+            if (
+                any(len(line) != len(BAR_COLUMNS) for line in lines)
+                or any(len(d) != 10 for d in dates)
+                or _ISO_DAYS.fullmatch("".join(dates)) is None
             ):
                 return None
             if dates != sorted(dates):
