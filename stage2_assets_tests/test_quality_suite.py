@@ -47,7 +47,7 @@ def test_real_data_errors_are_the_documented_warts(real_report):
         "high is below open: 1 row(s), first 2020-01-10 [high_above_open]"
     ]
     assert len(real_report.rows) == 150
-    assert real_report.expectations == 19  # rules judged (the volume's price slot is none)
+    assert real_report.expectations == 19  # rules judged, each once
 
 
 def test_real_data_warnings_flag_splits_and_gaps(real_report):
@@ -152,3 +152,18 @@ def test_a_large_load_judged_in_groups_of_symbols_gives_the_same_verdicts(real_r
     assert grouped.errors == real_report.errors
     assert grouped.warnings == real_report.warnings
     assert grouped.rows == real_report.rows and grouped.date_range == real_report.date_range
+
+
+def test_a_price_is_positive_from_the_smallest_positive_double_and_zero_of_either_sign_is_not():
+    """The positivity rules are judged as ``price >= the smallest positive double`` beside the
+    other order rules: exactly ``price > 0`` for every double, signed zeros, infinity included."""
+    bars = _frame(symbol="AAA")
+    bars.loc[2, "low"] = 5e-324  # the smallest positive double: positive
+    bars.loc[4, "low"] = 0.0
+    bars.loc[6, "low"] = -0.0
+    bars.loc[8, "high"] = float("inf")  # positive (and above every other price)
+    errors = _validate(bars).errors["AAA"]
+    assert [e for e in errors if "_positive]" in e] == [
+        "low is zero or negative: 2 row(s), first 2024-01-08 [low_positive]"
+    ]
+    assert not any("high_positive" in e for e in errors)

@@ -12,7 +12,6 @@ Expectations judges every rule and every failure is traced to the rows and symbo
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import os
 import threading
@@ -133,12 +132,14 @@ def prepare(pending: pd.DataFrame, context: pd.DataFrame, as_of: dt.date) -> pd.
 
 
 # Great Expectations' cost is mostly per expectation and per frame validated, whatever the row
-# count (about 5 ms and 8 ms on this machine), so an incremental refresh of a few hundred bars
-# feels every one of them. The rules are therefore judged on two stacked frames, a row per bar and
-# rule (its slot): three expectations judge the nineteen rules, and a failing stacked row names its
-# rule through its slot. Each stacked expectation's description states its rules and bounds.
+# count (about 5 ms and 10 ms on this machine), so an incremental refresh of a few hundred bars
+# feels every one of them. The rules are therefore judged on one stacked frame, a row per bar and
+# rule (its slot): two expectations judge the nineteen rules, and a failing stacked row names its
+# rule through its slot. Each expectation's description states its rules and bounds.
 _PRICES = ("open", "high", "low", "close")
 _VALUES = (*_PRICES, "volume")
+# the smallest positive double: a price is above zero exactly when it is at least this
+_ABOVE_ZERO = float(np.nextafter(0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,8 @@ class _Order:
     rule: Rule
 
     def statement(self) -> str:
-        return f"{self.upper} >= {self.lower}" + (
+        lower = "the smallest positive double" if self.lower == _ABOVE_ZERO else self.lower
+        return f"{self.upper} >= {lower}" + (
             f" ({self.rule.severity})" if self.rule.severity != "error" else ""
         )
 
@@ -161,9 +163,14 @@ def _orders(
 ) -> tuple[_Order, ...]:
     """Every rule that compares two values of a bar, or a value with its bound. A missing value is
     not judged by them (the presence rules report it), as Great Expectations' bound expectations
-    pass over missing values."""
+    pass over missing values. Each of the five values is the upper side of some rule: the
+    presence rules judge that side."""
     error, warning = "error", "warning"
     return (
+        *(
+            _Order(c, _ABOVE_ZERO, Rule(f"{c}_positive", error, f"{c} is zero or negative"))
+            for c in _PRICES
+        ),
         _Order("high", "open", Rule("high_above_open", error, "high is below open")),
         _Order("high", "close", Rule("high_above_close", error, "high is below close")),
         _Order("open", "low", Rule("low_below_open", error, "low is above open")),
@@ -203,16 +210,6 @@ def _orders(
     )
 
 
-def stack_values(rows: pd.DataFrame) -> pd.DataFrame:
-    """Row ``5 * i + slot`` holds bar ``i``'s ``_VALUES[slot]`` as ``value`` (each must be
-    present) and, for the four prices, as ``price`` (each must be above zero; the volume's slot
-    holds no price, which the bound passes over)."""
-    values = rows[list(_VALUES)].to_numpy(dtype="float64")
-    prices = values.copy()
-    prices[:, _VALUES.index("volume")] = np.nan
-    return pd.DataFrame({"value": values.ravel(), "price": prices.ravel()})
-
-
 def stack_orders(rows: pd.DataFrame, orders: tuple[_Order, ...]) -> pd.DataFrame:
     """Row ``len(orders) * i + slot`` holds the two sides of ``orders[slot]`` for bar ``i``."""
 
@@ -239,30 +236,10 @@ class _Check:
 
 
 def _checks(orders: tuple[_Order, ...]) -> dict[str, list[_Check]]:
-    """The suite: the expectations over the stacked values and the stacked orders."""
+    """The suite: the expectations over the stacked orders, each slot's two sides."""
     import great_expectations.expectations as gxe
 
-    error = "error"
-    values = [
-        _Check(
-            gxe.ExpectColumnValuesToNotBeNull(
-                column="value", description=f"present, each of {', '.join(_VALUES)}"
-            ),
-            tuple(Rule(f"{c}_present", error, f"{c} is missing") for c in _VALUES),
-        ),
-        _Check(
-            gxe.ExpectColumnValuesToBeBetween(
-                column="price",
-                min_value=0,
-                strict_min=True,
-                description=f"above zero, each of {', '.join(_PRICES)}",
-            ),
-            (
-                *(Rule(f"{c}_positive", error, f"{c} is zero or negative") for c in _PRICES),
-                None,
-            ),
-        ),
-    ]
+    present = {c: Rule(f"{c}_present", "error", f"{c} is missing") for c in _VALUES}
     ordered = [
         _Check(
             gxe.ExpectColumnPairValuesAToBeGreaterThanB(
@@ -273,9 +250,16 @@ def _checks(orders: tuple[_Order, ...]) -> dict[str, list[_Check]]:
                 description="slot by slot: " + "; ".join(o.statement() for o in orders),
             ),
             tuple(o.rule for o in orders),
-        )
+        ),
+        _Check(
+            gxe.ExpectColumnValuesToNotBeNull(
+                column="upper",
+                description="present, the upper side of each slot that holds " + ", ".join(_VALUES),
+            ),
+            tuple(present.get(o.upper) if isinstance(o.upper, str) else None for o in orders),
+        ),
     ]
-    return {"values": values, "orders": ordered}
+    return {"orders": ordered}
 
 
 # The order in which a symbol's failures are listed: each column's rules, then the pairs, then the
@@ -321,12 +305,6 @@ _ROWS_ONLY = {
 }
 
 
-# The orders frame holds the warnings (a move beyond the bound, a gap), which some symbol of a
-# universe trips on most runs, a first load always: judged with its failing rows in one pass, not
-# judged and then judged again. The values frame fails only on broken data.
-_ROWS_AT_ONCE = frozenset({"orders"})
-
-
 @dataclass
 class _Judge:
     """The suite of one set of rule parameters, in an ephemeral GX context built once per process:
@@ -340,46 +318,25 @@ class _Judge:
 
     def frames(self, rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """The frames the suite judges, from the prepared rows."""
-        return {"values": stack_values(rows), "orders": stack_orders(rows, self.orders)}
+        return {"orders": stack_orders(rows, self.orders)}
 
     def failures(self, frames: dict[str, pd.DataFrame]) -> list[tuple[int, Rule]]:
         """(bar row, the rule it fails) for every failure.
 
-        A frame whose rules fail on most runs (``_ROWS_AT_ONCE``) is judged with its failing rows
-        in one pass. Every other expectation is judged once without details, and only the failed
-        ones run again for their rows, which spares the detail metrics of the many that pass.
-
-        Both runs go through one validator of the frame (the class ``Batch.validate`` builds on
-        each call): Great Expectations loads, and hashes, a dataframe batch each time a validator
-        is built, which on a first load of 180,000 bars cost more than the rules themselves."""
-        import great_expectations as gx
+        Each frame is judged with its failing rows in one pass: it holds the warnings (a move
+        beyond the bound, a gap), which some symbol of a universe trips on most runs, a first load
+        always."""
         from great_expectations.validator.v1_validator import Validator
 
         found = []
         with self.lock:
             for name, frame in frames.items():
-                at_once = name in _ROWS_AT_ONCE
                 validator = Validator(
                     batch_definition=self.batches[name],
                     batch_parameters={"dataframe": frame},
-                    result_format=_ROWS_ONLY if at_once else "BOOLEAN_ONLY",
+                    result_format=_ROWS_ONLY,
                 )
-                outcomes = validator.validate_expectation_suite(self.suites[name]).results
-                if not at_once:
-                    failed = {o.expectation_config.meta["check"] for o in outcomes if not o.success}
-                    if not failed:
-                        continue
-                    again = []
-                    for expectation in self.suites[name].expectations:
-                        if expectation.meta["check"] in failed:
-                            twin = copy.copy(expectation)
-                            twin.id = None
-                            again.append(twin)
-                    validator.result_format = _ROWS_ONLY
-                    outcomes = validator.validate_expectation_suite(
-                        gx.ExpectationSuite(name=f"{name}_failed", expectations=again)
-                    ).results
-                for outcome in outcomes:
+                for outcome in validator.validate_expectation_suite(self.suites[name]).results:
                     rules = self.checks[name][outcome.expectation_config.meta["check"]].rules
                     for i in outcome.result.get("unexpected_index_list") or []:
                         rule = rules[int(i) % len(rules)]  # a row per bar and slot
@@ -427,8 +384,8 @@ def validate_bars(
         report.date_range[symbol] = (first, last)
 
     judge = _judge(float(max_abs_move), int(max_missing_sessions), float(max_price_ratio))
-    report.expectations = sum(
-        rule is not None for checks in judge.checks.values() for c in checks for rule in c.rules
+    report.expectations = len(
+        {rule.name for checks in judge.checks.values() for c in checks for rule in c.rules if rule}
     )
     fault_point("gx_validation")
     listed = {name: position for position, name in enumerate(RULE_ORDER)}
@@ -465,7 +422,7 @@ def _spans(symbols: np.ndarray, dates: np.ndarray):
         yield str(symbols[start]), end - start, days[start].item(), days[end - 1].item()
 
 
-JUDGE_CHUNK_ROWS = 500_000  # bars Great Expectations judges at once (15 stacked values a bar)
+JUDGE_CHUNK_ROWS = 500_000  # bars Great Expectations judges at once (28 stacked values a bar)
 
 
 def _symbol_chunks(rows: pd.DataFrame, limit: int):
