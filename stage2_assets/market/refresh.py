@@ -91,15 +91,12 @@ def stage_delivery(conn: duckdb.DuckDBPyConnection, delivered: pd.DataFrame | No
     if delivered is None:
         conn.execute("DROP TABLE IF EXISTS incoming")
         return False
-    conn.register("delivered_rows", delivered)
-    try:
-        conn.execute(
-            "CREATE OR REPLACE TEMP TABLE incoming AS SELECT row_number() OVER () AS n, "
-            "symbol, CAST(date AS DATE) AS date, open, high, low, close, volume, source "
-            "FROM delivered_rows"
-        )
-    finally:
-        conn.unregister("delivered_rows")
+    delivered_rows = delivered  # noqa: F841 (read by name, warehouse.py)
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE incoming AS SELECT row_number() OVER () AS n, "
+        "symbol, CAST(date AS DATE) AS date, open, high, low, close, volume, source "
+        "FROM delivered_rows"
+    )
     return True
 
 
@@ -136,15 +133,13 @@ def store_fetched(
                 )
             _replace_history(conn, run_id, now, whole - set(unchanged["symbol"]))
             conn.execute("DROP TABLE incoming")
-        log = _log_rows(fetched, starts, stats, run_id, as_of, now)
-        conn.register("refresh_log_rows", log)
+        log = refresh_log_rows = _log_rows(fetched, starts, stats, run_id, as_of, now)  # noqa: F841
         fault_point("refresh_insert")  # bars written, transaction still open
+        # the frames are read by name (a replacement scan, warehouse.py)
         conn.execute("INSERT INTO refresh_log SELECT * FROM refresh_log_rows")
-        conn.unregister("refresh_log_rows")
         if notes is not None and not notes.empty:
-            conn.register("refresh_note_rows", notes)
+            refresh_note_rows = notes  # noqa: F841
             conn.execute("INSERT INTO refresh_notes SELECT * FROM refresh_note_rows")
-            conn.unregister("refresh_note_rows")
         if delivered is not None and stored_source(conn) is None:  # a new store's first bars
             conn.execute("INSERT INTO store_info VALUES ('source', ?)", [source])
         conn.execute("COMMIT")

@@ -283,9 +283,9 @@ def evaluate_quality(
             "raw_fingerprint",
         ],
     )
+    verdicts = log  # noqa: F841 (read by name in the statements below, warehouse.py)
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.register("verdicts", log)
         conn.execute("INSERT INTO quality_log SELECT * EXCLUDE (raw_fingerprint) FROM verdicts")
         # released: quarantined symbols that passed now (most runs release none, fail none)
         if any(symbol in report.rows for symbol in skip if symbol not in report.errors):
@@ -302,7 +302,6 @@ def evaluate_quality(
                     run_id = excluded.run_id, raw_fingerprint = excluded.raw_fingerprint
                 """
             )
-        conn.unregister("verdicts")
         conn.execute(
             "INSERT INTO gate_reads SELECT ?, unnest(?::VARCHAR[]), false, ? ON CONFLICT DO NOTHING",
             [run_id, runs, now],
@@ -362,7 +361,7 @@ def apply_passing(conn: duckdb.DuckDBPyConnection, report: QualityReport, run_id
         }
     )
     since = min((span[0] for _, span in judged), default=None)
-    conn.register("judged_spans", spans)
+    judged_spans = spans  # noqa: F841 (read by name below, warehouse.py)
     conn.execute("BEGIN TRANSACTION")
     try:
         # found and written inside the database in one statement: no round trip of the bars
@@ -382,8 +381,6 @@ def apply_passing(conn: duckdb.DuckDBPyConnection, report: QualityReport, run_id
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    finally:
-        conn.unregister("judged_spans")
     return Written(bars=int(bars), symbols=len(judged))
 
 

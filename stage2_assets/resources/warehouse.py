@@ -140,6 +140,12 @@ _OFFLINE = {"autoinstall_known_extensions": False, "autoload_known_extensions": 
 _MEMORY = {"memory_limit": os.environ.get("STAGE2_DUCKDB_MEMORY_LIMIT", "2GiB")}
 
 
+# A pandas frame that a hot statement reads is named by a local variable of the function that runs
+# the statement, and DuckDB reads it by that name (a replacement scan, on by default): registering
+# a view of it and dropping it after cost 1.5-2 ms a frame, several times in each weekly refresh
+# and gate. The names are ones no table of the store has (a table of that name would be read).
+# The functions that do so say "read by name".
+
 # An order-free digest of a group of bars' values: equal for the same rows, each as many times (a
 # sum, not an XOR, which cancels a day's two copies and would miss both being changed alike).
 BAR_DIGEST = "sum(hash(date, open, high, low, close, volume)::HUGEINT)"
