@@ -484,3 +484,26 @@ def test_csv_text_becomes_the_numbers_and_days_pandas_makes_of_it():
     assert _iso_days(days).tolist() == pd.to_datetime(days, format="ISO8601").tolist()
     for other in ("2019-02-30", "9999-12-31", "2019-1-02", "2019-12-27T10:00", "20191227"):
         assert _iso_days(pd.Series(["2019-12-27", other], dtype=object)) is None
+
+
+def test_a_first_or_last_day_beyond_pandas_range_keeps_the_days_it_should():
+    """Starts and ends far outside pandas' nanosecond range (1677-2262), as a fuzzer or a
+    "everything" request gives them, keep exactly the days inside them."""
+    from stage2_assets.market.bars import normalize_long
+
+    days = ["1700-01-04", "2000-01-03", "2250-01-04"]
+    data = pd.DataFrame({"symbol": "A", "date": days, **{c: "1" for c in _PRICE_AND_VOLUME}})
+
+    def kept(start, end):
+        bars, errors = normalize_long(data, "csv", {"A": start}, end)
+        assert errors == {}
+        return [d.date().isoformat() for d in bars["A"]["date"]]
+
+    assert kept(dt.date(1600, 1, 1), dt.date(2300, 1, 1)) == days
+    assert kept(dt.date(1700, 1, 4), dt.date(2000, 1, 3)) == days[:2]
+    assert kept(dt.date(2000, 1, 4), None) == days[2:]
+    assert kept(dt.date(2270, 1, 1), dt.date(2300, 1, 1)) == []
+    assert kept(dt.date(1600, 1, 1), dt.date(1650, 1, 1)) == []
+
+
+_PRICE_AND_VOLUME = ("open", "high", "low", "close", "volume")

@@ -107,16 +107,10 @@ def normalize_long(
     if starts is not None:
         # each row's first date, looked up once per symbol (NaT for a symbol not asked for)
         codes, names = pd.factorize(data["symbol"])
-        firsts = np.array(
-            [
-                np.datetime64(starts[n], "ns") if n in starts else np.datetime64("NaT")
-                for n in names
-            ],
-            dtype="datetime64[ns]",
-        )
+        firsts = np.array([_bound(starts.get(n)) for n in names], dtype="datetime64[ns]")
         in_range &= day_values >= firsts[codes]
     if end is not None:
-        in_range &= day_values <= np.datetime64(end, "ns")
+        in_range &= day_values <= _bound(end, last=True)
     kept |= in_range
     data = data[kept]
     columns = {"symbol": data["symbol"].to_numpy(), "date": day_values[kept]}
@@ -149,6 +143,19 @@ _PLAIN_NUMBER = re.compile(r"[0-9.+-]*")
 
 _ISO_DAYS = re.compile(r"(?:\d{4}-\d{2}-\d{2})*")
 _FIRST_DAY, _LAST_DAY = np.datetime64("1677-09-22"), np.datetime64("2262-04-11")
+
+
+def _bound(day: dt.date | None, last: bool = False) -> np.datetime64:
+    """A first day (or with ``last``, a last day) as a nanosecond datetime that the days of the
+    data, all inside pandas' nanosecond range, can be compared with: a day outside the range is
+    clipped to it where that keeps every comparison, and is NaT (which no comparison passes)
+    where no day can pass it; None is NaT."""
+    if day is None:
+        return np.datetime64("NaT")
+    value = np.datetime64(day, "D")
+    if (value > _LAST_DAY and not last) or (value < _FIRST_DAY and last):
+        return np.datetime64("NaT")
+    return min(max(value, _FIRST_DAY), _LAST_DAY).astype("datetime64[ns]")
 
 
 def _iso_days(column: pd.Series) -> pd.Series | None:
