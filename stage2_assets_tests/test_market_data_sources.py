@@ -82,7 +82,10 @@ def test_csv_bad_files_name_the_symbol_and_spare_the_others(tmp_path):
     assert list(result.bars) == ["GOOD"]
     assert len(result.bars["GOOD"]) == 5
     assert "missing column(s) close" in result.errors["NOCLOSE"]
-    assert "column close holds a non-numeric value 'n/a?'" in result.errors["TEXT"]
+    assert (
+        "column close holds a non-numeric value 'n/a?' (the row of 2024-01-04)"
+        in result.errors["TEXT"]
+    )
     assert "date 'not a day' is not a date" in result.errors["BADDATE"]
     assert "EMPTY.csv is empty" in result.errors["EMPTY"]
     assert result.errors["LATIN"].startswith("LATIN:")

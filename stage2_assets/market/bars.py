@@ -280,9 +280,19 @@ def _split_by_symbol(data: pd.DataFrame) -> SymbolFrames:
 def _record(
     errors: dict[str, str], data: pd.DataFrame, mask: pd.Series, describe, column: str
 ) -> None:
+    """The symbol's error, once: ``describe`` of its first row's value that ``mask`` marks, and
+    that row's date where the date is not what is wrong."""
     if not mask.any():
         return
-    for symbol, first in (
-        data.loc[mask].groupby("symbol", sort=False).head(1).set_index("symbol")[column].items()
-    ):
-        errors.setdefault(str(symbol), f"{symbol}: {describe(first)}")
+    firsts = data.loc[mask].groupby("symbol", sort=False).head(1)
+    for symbol, value, day in zip(firsts["symbol"], firsts[column], firsts["date"], strict=True):
+        where = "" if column == "date" else f" (the row of {_day_text(day)})"
+        errors.setdefault(str(symbol), f"{symbol}: {describe(value)}{where}")
+
+
+def _day_text(day) -> str:
+    """A row's date as the file or the provider gave it, a timestamp as its day."""
+    if isinstance(day, dt.datetime) and not pd.isna(day):  # a pandas Timestamp is one too
+        stamp = pd.Timestamp(day)
+        return stamp.date().isoformat() if stamp == stamp.normalize() else str(stamp)
+    return str(day)
