@@ -167,3 +167,22 @@ def test_a_price_is_positive_from_the_smallest_positive_double_and_zero_of_eithe
         "low is zero or negative: 2 row(s), first 2024-01-08 [low_positive]"
     ]
     assert not any("high_positive" in e for e in errors)
+
+
+def test_an_expectation_built_once_is_configured_again_when_a_field_is_set():
+    """The suite's expectations build their configuration once (Great Expectations reads it
+    about 290 times a validation), and anew after a field is set: the suite sets meta and id
+    after building them, and a stale configuration would drop them."""
+    from stage2_assets.checks.quality_suite import _expectation_classes
+
+    in_order, present = _expectation_classes()
+    expectation = in_order(column_A="upper", column_B="lower", or_equal=True)
+    first = expectation.configuration
+    assert expectation.configuration is first  # built once
+    assert first.type == "expect_stacked_sides_in_order" and first.kwargs["or_equal"] is True
+    expectation.meta = {"check": 3}
+    expectation.id = "abc"
+    again = expectation.configuration
+    assert again is not first and again.meta == {"check": 3} and again.id == "abc"
+    assert "_configured" not in expectation.dict()  # not a field of the expectation
+    assert present(column="upper").configuration.kwargs == {"column": "upper"}
