@@ -107,7 +107,7 @@ def normalize_long(
     if starts is not None:
         # each row's first date, looked up once per symbol (NaT for a symbol not asked for)
         codes, names = pd.factorize(data["symbol"])
-        firsts = np.array([_bound(starts.get(n)) for n in names], dtype="datetime64[ns]")
+        firsts = _first_bounds(np.array([starts.get(n) for n in names], dtype="datetime64[D]"))
         in_range &= day_values >= firsts[codes]
     if end is not None:
         in_range &= day_values <= _bound(end, last=True)
@@ -158,6 +158,21 @@ def _bound(day: dt.date | None, last: bool = False) -> np.datetime64:
     return min(max(value, _FIRST_DAY), _LAST_DAY).astype("datetime64[ns]")
 
 
+def _joined_text(values: np.ndarray) -> str | None:
+    """The values joined, where every one is text (str.join refuses anything else)."""
+    try:
+        return "".join(values)
+    except TypeError:
+        return None
+
+
+def _first_bounds(days: np.ndarray) -> np.ndarray:
+    """``_bound`` of each first day (datetime64[D], NaT for none), at once."""
+    bounds = np.clip(days, _FIRST_DAY, _LAST_DAY).astype("datetime64[ns]")
+    bounds[np.isnat(days) | (days > _LAST_DAY)] = np.datetime64("NaT")
+    return bounds
+
+
 def _iso_days(column: pd.Series) -> pd.Series | None:
     """The dates of a column of ``YYYY-MM-DD`` text (a CSV's), parsed by numpy: the days pandas'
     ISO 8601 parser gives them, at a tenth of its cost; None for any other column (another
@@ -165,9 +180,10 @@ def _iso_days(column: pd.Series) -> pd.Series | None:
     if column.dtype != object or not len(column):
         return None
     text = column.to_numpy()
-    if not all(type(v) is str and len(v) == 10 for v in text):
+    joined = _joined_text(text)
+    if joined is None or min(map(len, text)) != 10 or max(map(len, text)) != 10:
         return None
-    if _ISO_DAYS.fullmatch("".join(text)) is None:
+    if _ISO_DAYS.fullmatch(joined) is None:
         return None
     try:
         days = text.astype("datetime64[D]")
@@ -186,9 +202,11 @@ def _numbers(column: pd.Series) -> np.ndarray:
     word, an exponent, a long number) takes pandas' path."""
     if column.dtype == object and len(column):
         text = column.to_numpy()
+        joined = _joined_text(text)
         if (
-            all(type(v) is str and len(v) <= 15 for v in text)
-            and _PLAIN_NUMBER.fullmatch("".join(text)) is not None
+            joined is not None
+            and max(map(len, text)) <= 15
+            and _PLAIN_NUMBER.fullmatch(joined) is not None
         ):
             try:
                 return text.astype("float64")
