@@ -109,12 +109,13 @@ def readjustment_factors(conn: duckdb.DuckDBPyConnection, tolerance: float) -> d
     back-adjustment. A correction of one bar or one field does not qualify; it stays an ordinary
     revision."""
     ratios = ", ".join(f"r.{c} / i.{c} AS {c}" for c in PRICE_COLUMNS)
-    # only the overlap of symbols with some price off by more than the tolerance (or not a
-    # number) comes back, usually none: the test below is the one that decides
-    off = " OR ".join(f"NOT (abs({c} - 1.0) <= $tolerance)" for c in PRICE_COLUMNS)
+    # only the overlap of symbols with some price off by more than the tolerance comes back,
+    # usually none: the same test as below (where NaN, a zero price's 0/0, is off by nothing;
+    # DuckDB orders NaN above every number, so it is left out by name)
+    off = " OR ".join(f"(abs({c} - 1.0) > $tolerance AND NOT isnan({c}))" for c in PRICE_COLUMNS)
     overlap = conn.execute(
         f"""
-        WITH overlap AS (
+        WITH overlap AS MATERIALIZED (
             SELECT i.symbol, i.date, {ratios}
             FROM incoming i JOIN raw_bars r ON r.symbol = i.symbol AND r.date = i.date
         )
