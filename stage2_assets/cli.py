@@ -140,9 +140,10 @@ def _tell(args, settings, result, as_of, job_name: str) -> int:
     from stage2_assets.reporting.week import summary_lines, week_summary
 
     summary = week_summary(settings, result, as_of or clock.today())
-    if args.json:
+    if args.json or args.quiet:  # what went wrong still says why, on standard error
         for line in run_failures(result):
             print(f"stage2: {line}", file=sys.stderr)
+    if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0 if summary["status"] == "succeeded" and _ok(result) else 1
     if args.quiet:

@@ -131,3 +131,13 @@ def test_a_blocked_gate_says_which_symbols_and_why_in_one_line_without_dagster_t
     )
     assert "Stack Trace" not in captured.err and " - ERROR - " not in captured.err
     assert "gate: BLOCKED (nothing downstream ran); quarantined: SIM000: " in captured.out
+    # --quiet drops the per-step lines, not the reason
+    code = main(
+        ["--config", str(settings.config_path), "refresh", "--as-of", "2024-12-27", "--quiet"]
+    )
+    captured = capsys.readouterr()
+    assert code == 1 and captured.err.splitlines()[0].startswith(
+        "stage2: check raw_bars_quality_gate failed: 2 of 6 symbols failed the quality suite "
+        "(33.3%; the gate allows 20%): SIM000: close is zero or negative"
+    )
+    assert "steps:" not in captured.err
