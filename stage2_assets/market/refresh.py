@@ -165,8 +165,8 @@ def _unchanged_histories(conn: duckdb.DuckDBPyConnection, whole: set[str]) -> pd
     A quarantined symbol is fetched whole every week, and most weeks its file has not changed:
     comparing its whole history row by row (and looking for stored rows to move out) cost an
     incremental refresh a fifth of its time. Equal row counts and equal sums of the rows' hashes
-    (``BAR_DIGEST``) stand for equal rows; a symbol where they differ, or with stored bars after the delivery
-    (a replay of an earlier week), is compared row by row as before."""
+    (``BAR_DIGEST``) stand for equal rows; a symbol where they differ, or with stored bars after
+    the delivery (a replay of an earlier week), is compared row by row as before."""
     empty = pd.DataFrame(columns=["symbol", "fetched", "new", "revised", "first_date", "last_date"])
     if not whole:
         return empty
