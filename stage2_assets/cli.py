@@ -73,12 +73,23 @@ def _report_full(settings, run_id: str, named: list[str]) -> None:
         (moved,) = conn.execute(
             "SELECT count(*) FROM raw_bars_replaced WHERE replaced_by_run = ?", [run_id]
         ).fetchone()
+        # the named symbols (or all) whose fetch failed were not fetched again
+        failed = [
+            s
+            for (s,) in conn.execute(
+                "SELECT symbol FROM refresh_log WHERE run_id = ? AND error IS NOT NULL "
+                "ORDER BY symbol",
+                [run_id],
+            ).fetchall()
+            if not named or s in named
+        ]
     listed = ", ".join(f"{s} {n}" for s, n in per_symbol) or "none"
-    fetched = len(named) or symbols
+    fetched = (len(named) or symbols) - len(failed)
     print(
         f"full re-fetch of {fetched} symbol{'' if fetched == 1 else 's'}: {revised} bars revised "
         f"({listed}); "
         f"{moved} stored rows replaced, kept in raw_bars_replaced"
+        + (f"; not fetched: {', '.join(failed)} (see failed above)" if failed else "")
     )
 
 

@@ -132,3 +132,14 @@ def test_refresh_full_picks_up_a_revision_older_than_the_overlap(project, capsys
     assert main([*config, "refresh", "--as-of", "2019-06-21", "--full", "ZZZZ"]) == 2
     assert capsys.readouterr().err.startswith("stage2: --full names ZZZZ, not in this config's")
     assert _query(settings, runs) == before
+    # a named symbol whose file cannot be read is not counted as fetched again
+    broken = frames["JPM"][frames["JPM"]["date"] <= "2019-06-21"].astype({"close": object})
+    broken.loc[broken.index[-1], "close"] = ""
+    write_csv(folder, "JPM", broken)
+    assert main([*config, "refresh", "--as-of", "2019-06-21", "--full", "CAT", "JPM"]) == 0
+    out = capsys.readouterr().out
+    assert "failed JPM: column close holds a non-numeric value '' (the row of 2019-06-21)" in out
+    assert (
+        "full re-fetch of 1 symbol: 0 bars revised (none); 0 stored rows replaced, kept in "
+        "raw_bars_replaced; not fetched: JPM (see failed above)"
+    ) in out
