@@ -339,3 +339,10 @@ def test_a_quarantined_symbols_warnings_are_not_said_to_be_let_through():
         f"  flagged (let through): UA: {move}",
         f"  flagged too (quarantined): CAT: {move}",
     ]
+    # released symbols, one or several
+    for released, said in ((["AEP"], "its"), (["AAPL", "GS"], "their")):
+        summary["gate"] = {"passed": True, "quarantined": {}, "flagged": {}, "released": released}
+        assert summary_lines(summary)[2] == (
+            f"  released: {', '.join(released)} (quarantined before; {said} bars, fetched again, "
+            "passed)"
+        )

@@ -188,7 +188,8 @@ def summary_lines(summary: dict) -> list[str]:
         lines.append(f"gate: {state}; quarantined: {quarantined or 'none'}")
         if gate.get("released"):
             lines.append(
-                f"  released: {', '.join(gate['released'])} (quarantined before; its bars, "
+                f"  released: {', '.join(gate['released'])} (quarantined before; "
+                f"{'its' if len(gate['released']) == 1 else 'their'} bars, "
                 "fetched again, passed)"
             )
         # a quarantined symbol's warnings are not let through: they are said apart
