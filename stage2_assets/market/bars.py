@@ -107,10 +107,10 @@ def normalize_long(
     if starts is not None:
         # each row's first date, looked up once per symbol (NaT for a symbol not asked for)
         codes, names = pd.factorize(data["symbol"])
-        firsts = _first_bounds(np.array([starts.get(n) for n in names], dtype="datetime64[D]"))
+        firsts = _bounds(np.array([starts.get(n) for n in names], dtype="datetime64[D]"))
         in_range &= day_values >= firsts[codes]
     if end is not None:
-        in_range &= day_values <= _bound(end, last=True)
+        in_range &= day_values <= _bounds(np.array([end], dtype="datetime64[D]"), last=True)[0]
     kept |= in_range
     data = data[kept]
     columns = {"symbol": data["symbol"].to_numpy(), "date": day_values[kept]}
@@ -145,17 +145,16 @@ _ISO_DAYS = re.compile(r"(?:\d{4}-\d{2}-\d{2})*")
 _FIRST_DAY, _LAST_DAY = np.datetime64("1677-09-22"), np.datetime64("2262-04-11")
 
 
-def _bound(day: dt.date | None, last: bool = False) -> np.datetime64:
-    """A first day (or with ``last``, a last day) as a nanosecond datetime that the days of the
-    data, all inside pandas' nanosecond range, can be compared with: a day outside the range is
-    clipped to it where that keeps every comparison, and is NaT (which no comparison passes)
-    where no day can pass it; None is NaT."""
-    if day is None:
-        return np.datetime64("NaT")
-    value = np.datetime64(day, "D")
-    if (value > _LAST_DAY and not last) or (value < _FIRST_DAY and last):
-        return np.datetime64("NaT")
-    return min(max(value, _FIRST_DAY), _LAST_DAY).astype("datetime64[ns]")
+def _bounds(days: np.ndarray, last: bool = False) -> np.ndarray:
+    """First days (or with ``last``, last days), datetime64[D] with NaT for none, as nanosecond
+    datetimes that the days of the data, all inside pandas' nanosecond range, can be compared
+    with: a day outside the range is clipped to it where that keeps every comparison, and is NaT
+    (which no comparison passes) where no day can pass it."""
+    bounds = np.clip(days, _FIRST_DAY, _LAST_DAY).astype("datetime64[ns]")
+    bounds[np.isnat(days) | ((days < _FIRST_DAY) if last else (days > _LAST_DAY))] = np.datetime64(
+        "NaT"
+    )
+    return bounds
 
 
 def _joined_text(values: np.ndarray) -> str | None:
@@ -166,11 +165,15 @@ def _joined_text(values: np.ndarray) -> str | None:
         return None
 
 
-def _first_bounds(days: np.ndarray) -> np.ndarray:
-    """``_bound`` of each first day (datetime64[D], NaT for none), at once."""
-    bounds = np.clip(days, _FIRST_DAY, _LAST_DAY).astype("datetime64[ns]")
-    bounds[np.isnat(days) | (days > _LAST_DAY)] = np.datetime64("NaT")
-    return bounds
+def iso_day_texts(values) -> bool:
+    """Whether every value is text of the form ``YYYY-MM-DD``: ten characters each, and all of
+    them joined matched at once (one match, not one a value)."""
+    joined = _joined_text(values)
+    if joined is None:
+        return False
+    if len(values) and not min(map(len, values)) == max(map(len, values)) == 10:
+        return False
+    return _ISO_DAYS.fullmatch(joined) is not None
 
 
 def _iso_days(column: pd.Series) -> pd.Series | None:
@@ -180,10 +183,7 @@ def _iso_days(column: pd.Series) -> pd.Series | None:
     if column.dtype != object or not len(column):
         return None
     text = column.to_numpy()
-    joined = _joined_text(text)
-    if joined is None or min(map(len, text)) != 10 or max(map(len, text)) != 10:
-        return None
-    if _ISO_DAYS.fullmatch(joined) is None:
+    if not iso_day_texts(text):
         return None
     try:
         days = text.astype("datetime64[D]")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
-import re
 import time
 import warnings
 from collections.abc import Mapping
@@ -15,7 +14,13 @@ import pandas as pd
 from pydantic import Field, PrivateAttr
 
 from stage2_assets.errors import DataSourceError, InvalidNameError
-from stage2_assets.market.bars import BAR_COLUMNS, empty_bars, normalize_frames, normalize_long
+from stage2_assets.market.bars import (
+    BAR_COLUMNS,
+    empty_bars,
+    iso_day_texts,
+    normalize_frames,
+    normalize_long,
+)
 from stage2_assets.names import validate_symbol
 from stage2_assets.resources.market_data.base import FetchResult, Listing, MarketDataSource
 
@@ -162,7 +167,6 @@ class CsvSource(MarketDataSource):
 
 
 _TAIL_BYTES = 1_024  # ~22 daily rows, a weekly refresh with its overlap; grows x4 to the start
-_ISO_DAYS = re.compile(r"(?:\d{4}-\d{2}-\d{2})*")  # dates of 10 characters each, joined
 
 
 def read_tail_rows(path: Path, start: dt.date) -> list[list[str]] | None:
@@ -204,11 +208,7 @@ def read_tail_rows(path: Path, start: dt.date) -> list[list[str]] | None:
             else:  # plain fields, as the csv module splits them
                 lines = [line.split(",") for line in text.splitlines() if line]
             dates = [line[0] for line in lines]
-            if (
-                any(len(line) != len(BAR_COLUMNS) for line in lines)
-                or any(len(d) != 10 for d in dates)
-                or _ISO_DAYS.fullmatch("".join(dates)) is None
-            ):
+            if any(len(line) != len(BAR_COLUMNS) for line in lines) or not iso_day_texts(dates):
                 return None
             if dates != sorted(dates):
                 return None
